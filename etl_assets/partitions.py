@@ -1,0 +1,71 @@
+"""Time-window partitions in a pipeline's own timezone, and the windows they stand for.
+
+A partition key names the start of its window. The window comes from the key alone,
+never from the wall clock, so a late or slow run extracts exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from etl_assets.spec import WEEKDAYS, PipelineSpec
+
+MINUTE_FMT = "%Y-%m-%d-%H:%M"
+HOUR_FMT = "%Y-%m-%d-%H:%M"
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    start: dt.datetime  # aware, pipeline timezone
+    end: dt.datetime
+
+    @property
+    def start_utc(self) -> dt.datetime:
+        return self.start.astimezone(dt.timezone.utc)
+
+    @property
+    def end_utc(self) -> dt.datetime:
+        return self.end.astimezone(dt.timezone.utc)
+
+
+def partitions_def(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
+    p, tz = spec.partitions, spec.timezone
+    start = dt.datetime.combine(p.start, dt.time())
+    if p.cadence == "weekly":
+        return dg.WeeklyPartitionsDefinition(
+            start_date=start, timezone=tz, day_offset=WEEKDAYS.index(p.week_start)
+        )
+    if p.cadence == "daily":
+        return dg.DailyPartitionsDefinition(start_date=start, timezone=tz)
+    if p.cadence == "hourly":
+        return dg.HourlyPartitionsDefinition(start_date=start, timezone=tz)
+    if p.cadence == "monthly":
+        return dg.MonthlyPartitionsDefinition(start_date=start, timezone=tz)
+    minutes = {"15min": 15, "30min": 30}[p.cadence]
+    return dg.TimeWindowPartitionsDefinition(
+        start=start, fmt=MINUTE_FMT, cron_schedule=f"*/{minutes} * * * *", timezone=tz
+    )
+
+
+def window_for(pdef: dg.TimeWindowPartitionsDefinition, key: str) -> Window:
+    tw = pdef.time_window_for_partition_key(key)
+    tz = ZoneInfo(pdef.timezone or "UTC")
+    return Window(key, tw.start.astimezone(tz), tw.end.astimezone(tz))
+
+
+def windows_in_range(
+    pdef: dg.TimeWindowPartitionsDefinition, first: str, last: str
+) -> list[Window]:
+    keys = pdef.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    return [window_for(pdef, k) for k in keys]
+
+
+def latest_complete_keys(pdef: dg.TimeWindowPartitionsDefinition, n: int) -> list[str]:
+    """The `n` most recent partitions whose windows have fully closed, oldest first."""
+    keys = pdef.get_partition_keys()
+    return keys[-n:] if n else []

@@ -1,0 +1,20 @@
+"""Source kinds, one module each, behind `extract(source, request) -> Extract`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from etl_assets.sources import csv, postgres
+from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError
+
+EXTRACTORS = {
+    "postgres": postgres.extract,
+    "csv": csv.extract,
+}
+
+
+def extract(source: Any, request: ExtractRequest) -> Extract:
+    return EXTRACTORS[source.kind](source, request)
+
+
+__all__ = ["Extract", "ExtractRequest", "SourceDataError", "extract"]

@@ -1,0 +1,560 @@
+"""Pipeline specs: the YAML models, their validation and the one clear error they raise.
+
+A spec is data only. Secrets stay as `${ENV_VAR}` references until a run resolves them
+(see `etl_assets.secrets`), so loading definitions never needs a password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$")
+OWNER = re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+Cadence = Literal["15min", "30min", "hourly", "daily", "weekly", "monthly"]
+Weekday = Literal["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
+ColumnType = Literal["string", "integer", "float", "boolean", "date", "timestamp"]
+
+
+class SpecError(Exception):
+    """An invalid pipeline spec. The message alone tells the user what to fix."""
+
+
+def parse_duration(value: str) -> dt.timedelta:
+    m = DURATION.match(value)
+    if not m:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30m, 12h, 3d or 1w")
+    n, unit = int(m.group(1)), m.group(2)
+    return {
+        "m": dt.timedelta(minutes=n),
+        "min": dt.timedelta(minutes=n),
+        "h": dt.timedelta(hours=n),
+        "d": dt.timedelta(days=n),
+        "w": dt.timedelta(weeks=n),
+    }[unit]
+
+
+def _identifier(value: str, what: str = "name") -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use letters, digits and _ , starting with a letter"
+        )
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+class _Check(Strict):
+    name: str | None = None
+    severity: Literal["error", "warn"] = "error"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, "check name")
+
+    def columns_used(self) -> list[str]:
+        col = getattr(self, "column", None)
+        return [col] if col else []
+
+
+class NotNullCheck(_Check):
+    type: Literal["not_null"]
+    column: str
+
+    def default_name(self) -> str:
+        return f"not_null_{self.column}"
+
+
+class UniqueCheck(_Check):
+    type: Literal["unique"]
+    columns: list[str] | None = None  # default: the primary key
+
+    def default_name(self) -> str:
+        return "unique_" + "_".join(self.columns) if self.columns else "unique_key"
+
+    def columns_used(self) -> list[str]:
+        return list(self.columns or [])
+
+
+class BetweenCheck(_Check):
+    type: Literal["between"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BetweenCheck:
+        if self.min is None and self.max is None:
+            raise ValueError("between needs min, max or both")
+        return self
+
+    def default_name(self) -> str:
+        return f"between_{self.column}"
+
+
+class InSetCheck(_Check):
+    type: Literal["in_set"]
+    column: str
+    values: list[Any] = Field(min_length=1)
+
+    def default_name(self) -> str:
+        return f"in_set_{self.column}"
+
+
+class RegexCheck(_Check):
+    type: Literal["regex"]
+    column: str
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression: {e}") from None
+        return v
+
+    def default_name(self) -> str:
+        return f"regex_{self.column}"
+
+
+class RowCountCheck(_Check):
+    type: Literal["row_count"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    def default_name(self) -> str:
+        return "row_count"
+
+
+CheckSpec = Annotated[
+    Union[NotNullCheck, UniqueCheck, BetweenCheck, InSetCheck, RegexCheck, RowCountCheck],
+    Field(discriminator="type"),
+]
+
+
+def check_name(check: Any) -> str:
+    return check.name or check.default_name()
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+class ColumnSpec(Strict):
+    name: str
+    source: str | None = Field(default=None, alias="from")
+    type: ColumnType = "string"
+    nullable: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "column name")
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.name
+
+
+class LoadSpec(Strict):
+    target: str | None = None  # schema.table; default <pipeline>.<source>
+    strategy: Literal["upsert", "replace_partition"] = "upsert"
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split(".")
+        if len(parts) != 2:
+            raise ValueError(f"{v!r} must be schema.table")
+        for p in parts:
+            _identifier(p, "identifier")
+        return v
+
+
+class RetrySpec(Strict):
+    max: int = Field(default=3, ge=0, le=20)
+    delay_seconds: float = Field(default=10, ge=0)
+    backoff: Literal["exponential", "linear", "constant"] = "exponential"
+    jitter: bool = True
+
+
+class Connection(Strict):
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: str) -> str:
+        m = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", v)
+        if m and m.group(1) and not ENV_REF.fullmatch(m.group(1)):
+            raise ValueError(
+                "the URL holds a literal password: reference an environment variable instead, "
+                "e.g. postgresql://user:${PG_PASSWORD}@host/db"
+            )
+        return v
+
+
+class _Source(Strict):
+    name: str
+    description: str | None = None
+    mode: Literal["incremental", "full"] = "incremental"
+    timestamp_column: str | None = None
+    lookback: str | None = None
+    primary_key: list[str] = Field(default_factory=list)
+    columns: list[ColumnSpec] | None = None
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    checks: list[CheckSpec] = Field(default_factory=list)
+    retries: RetrySpec | None = None
+    batch_size: int | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "source name")
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _Source:
+        if self.mode == "incremental" and not self.timestamp_column:
+            raise ValueError("an incremental source needs timestamp_column (or set mode: full)")
+        if self.load.strategy == "upsert" and not self.primary_key:
+            raise ValueError("load.strategy upsert needs a primary_key")
+        if self.columns is not None:
+            names = [c.name for c in self.columns]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate column {dupes[0]!r} in columns")
+            known = set(names)
+            for field, cols in [
+                ("primary_key", self.primary_key),
+                ("timestamp_column", [self.timestamp_column] if self.timestamp_column else []),
+            ] + [(f"checks ({check_name(c)})", c.columns_used()) for c in self.checks]:
+                for col in cols:
+                    if col not in known:
+                        hint = difflib.get_close_matches(col, names, n=1)
+                        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                        raise ValueError(f"{field} names unknown column {col!r}{extra}")
+        names = [check_name(c) for c in self.checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two checks are named {dupes[0]!r}: give one a distinct name")
+        for c in self.checks:
+            if isinstance(c, UniqueCheck) and not (c.columns or self.primary_key):
+                raise ValueError("a unique check needs columns or a primary_key")
+        return self
+
+    @property
+    def lookback_delta(self) -> dt.timedelta:
+        return parse_duration(self.lookback) if self.lookback else dt.timedelta(0)
+
+
+class PostgresSource(_Source):
+    """A PostgreSQL table or query, extracted with COPY."""
+
+    kind: Literal["postgres"]
+    connection: Connection
+    table: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of table or query")
+        if self.table:
+            for part in self.table.split("."):
+                _identifier(part, "table name")
+        return self
+
+
+class CsvSource(_Source):
+    """A folder of CSV files matched by a glob, local or on an object store."""
+
+    kind: Literal["csv"]
+    path: str
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    header: bool = True
+    quotechar: str = Field(default='"', min_length=1, max_length=1)
+    compression: Literal["infer", "none", "gzip", "zip"] = "infer"
+    filename_date: str | None = None
+
+    @model_validator(mode="after")
+    def _csv(self) -> CsvSource:
+        import codecs
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from None
+        if self.mode == "incremental" and self.filename_date and self.timestamp_column is None:
+            pass  # partitioned by the date in the file name
+        return self
+
+
+SourceSpec = Annotated[Union[PostgresSource, CsvSource], Field(discriminator="kind")]
+SOURCE_KINDS = ("postgres", "csv")
+
+
+# --- pipeline -------------------------------------------------------------------------------
+
+
+class PartitionSpec(Strict):
+    cadence: Cadence = "weekly"
+    start: dt.date
+    week_start: Weekday = "sunday"
+
+
+class ScheduleSpec(Strict):
+    """When a partition is processed: at a local time after its window closes."""
+
+    at: str = "00:00"
+    day_of_week: Weekday | None = None
+    day_of_month: int | None = Field(default=None, ge=1, le=28)
+    enabled: bool = True
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str) -> str:
+        m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", v)
+        if not m:
+            raise ValueError(f"{v!r} is not a time of day HH:MM")
+        return f"{int(m.group(1)):02d}:{m.group(2)}"
+
+
+class ChartSpec(Strict):
+    type: Literal["bar", "line"] = "bar"
+    x: str
+    y: str
+
+
+class KpiSpec(Strict):
+    name: str
+    title: str | None = None
+    sql: str
+    chart: ChartSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "KPI name")
+
+
+class ReportSpec(Strict):
+    title: str | None = None
+    kpis: list[KpiSpec] = Field(default_factory=list)
+    on_partial: Literal["render", "skip"] = "render"
+
+
+class PipelineSpec(Strict):
+    name: str
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    timezone: str = "UTC"
+    partitions: PartitionSpec
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    retries: RetrySpec = Field(default_factory=RetrySpec)
+    sources: list[SourceSpec] = Field(min_length=1)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "pipeline name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            hint = _close_timezone(v)
+            raise ValueError(
+                f"unknown timezone {v!r}: use an IANA name such as America/Sao_Paulo{hint}"
+            ) from None
+        return v
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if not OWNER.match(o):
+                raise ValueError(f"owner {o!r} must be an email address or team:<name>")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, v: list[Any]) -> list[Any]:
+        names = [s.name for s in v]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise ValueError(f"duplicate source name {n!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _targets(self) -> PipelineSpec:
+        seen: dict[str, str] = {}
+        for s in self.sources:
+            t = self.target(s)
+            if t in seen:
+                raise ValueError(f"sources {seen[t]!r} and {s.name!r} both load into {t}")
+            seen[t] = s.name
+        return self
+
+    def target(self, source: Any) -> str:
+        return source.load.target or f"{self.name}.{source.name}"
+
+    def source(self, name: str) -> Any:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def retry(self) -> RetrySpec:
+        return self.retries
+
+
+def _close_timezone(v: str) -> str:
+    from zoneinfo import available_timezones
+
+    hint = difflib.get_close_matches(v, sorted(available_timezones()), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+# --- loading and error messages -------------------------------------------------------------
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in SOURCE_KINDS or part in _CHECK_TYPES:
+            continue  # discriminator tags say nothing the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+_CHECK_TYPES = ("not_null", "unique", "between", "in_set", "regex", "row_count")
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
+    if kind == "union_tag_invalid":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx.get("expected_tags", "")))
+    if kind == "union_tag_not_found":
+        return f"{ctx.get('discriminator', 'kind').strip(chr(39))} is required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def format_validation_error(file: str, pipeline: str | None, exc: ValidationError) -> str:
+    where = f"{file} (pipeline {pipeline})" if pipeline else file
+    lines = [f"{where}: {_format_loc(e['loc'])}: {_format_error(e)}" for e in exc.errors()]
+    return "\n".join(lines)
+
+
+def parse_pipeline(data: Any, file: str) -> PipelineSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(file, name, e)) from None
+
+
+def load_pipeline_file(path: Path, display: str | None = None) -> PipelineSpec:
+    shown = display or str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{shown}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+    except OSError as e:
+        raise SpecError(f"{shown}: cannot read: {e.strerror}") from None
+    return parse_pipeline(data, shown)
+
+
+def pipeline_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_pipelines(directory: Path) -> list[PipelineSpec]:
+    """Every pipeline in `directory`; all problems are gathered into one SpecError."""
+    if not directory.is_dir():
+        raise SpecError(f"{directory}: pipelines directory not found (set ETL_PIPELINES_DIR)")
+    specs: list[PipelineSpec] = []
+    errors: list[str] = []
+    where: dict[str, str] = {}
+    for path in pipeline_files(directory):
+        shown = _display(path)
+        try:
+            spec = load_pipeline_file(path, shown)
+        except SpecError as e:
+            errors.append(str(e))
+            continue
+        if spec.name in where:
+            errors.append(f"{shown}: name: pipeline {spec.name!r} is already defined in {where[spec.name]}")
+            continue
+        where[spec.name] = shown
+        specs.append(spec)
+    if errors:
+        raise SpecError("\n".join(errors))
+    return specs
+
+
+def json_schema() -> dict[str, Any]:
+    schema = PipelineSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "etl-assets pipeline"
+    return schema

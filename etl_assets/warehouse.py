@@ -1,0 +1,272 @@
+"""The PostgreSQL warehouse: typed target tables and idempotent, all-or-nothing partition loads.
+
+Each partition loads in one transaction: COPY into a temporary staging table, then one
+`INSERT … ON CONFLICT DO UPDATE … WHERE record_hash IS DISTINCT FROM …`. Rows whose hash is
+unchanged are never touched, so a rerun changes nothing, not even `_loaded_at`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from etl_assets.sources.base import SourceDataError
+from etl_assets.sqlutil import bind_named
+
+PG_TYPES = {
+    "string": "text",
+    "integer": "bigint",
+    "float": "double precision",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp with time zone",
+}
+META_DDL = [
+    ("record_hash", "text NOT NULL"),
+    ("_partition", "text NOT NULL"),
+    ("_loaded_at", "timestamp with time zone NOT NULL"),
+    ("_run_id", "text NOT NULL"),
+]
+
+
+@dataclass
+class LoadCounts:
+    partition: str
+    staged: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lock_key(*parts: str) -> int:
+    """A stable 64-bit advisory-lock key (hashtext differs across server versions)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _index_name(table: str, suffix: str) -> str:
+    name = f"{table}_{suffix}"
+    if len(name) > 63:
+        name = f"{table[:40]}_{hashlib.md5(table.encode()).hexdigest()[:8]}_{suffix}"
+    return name
+
+
+class Warehouse:
+    def __init__(self, url: str):
+        self.url = url
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self.url, options="-c TimeZone=UTC", connect_timeout=10) as conn:
+            yield conn
+
+    # --- tables -----------------------------------------------------------------------------
+
+    def ensure_table(
+        self, conn: psycopg.Connection, target: str, types: dict[str, str], key: list[str]
+    ) -> None:
+        schema, table = target.split(".")
+        with conn.transaction():
+            # Two runs creating the same table at once would race on the catalog.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl", target),))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            existing = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    "SELECT column_name, format_type(a.atttypid, a.atttypmod) "
+                    "FROM information_schema.columns c "
+                    "JOIN pg_attribute a ON a.attrelid = (quote_ident(c.table_schema) || '.' || "
+                    "quote_ident(c.table_name))::regclass AND a.attname = c.column_name "
+                    "WHERE c.table_schema = %s AND c.table_name = %s",
+                    (schema, table),
+                )
+            }
+            if not existing:
+                cols = [
+                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(PG_TYPES[t]))
+                    for c, t in types.items()
+                ] + [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(d)) for c, d in META_DDL]
+                pk = sql.SQL(", ").join(map(sql.Identifier, key))
+                body = sql.SQL(", ").join(cols)
+                if key:
+                    body += sql.SQL(", PRIMARY KEY ({})").format(pk)
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(schema, table), body)
+                )
+                conn.execute(
+                    sql.SQL("CREATE INDEX {} ON {} (_partition)").format(
+                        sql.Identifier(_index_name(table, "partition_idx")),
+                        sql.Identifier(schema, table),
+                    )
+                )
+                return
+            for c, t in types.items():
+                want = PG_TYPES[t]
+                if c not in existing:
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                            sql.Identifier(schema, table), sql.Identifier(c), sql.SQL(want)
+                        )
+                    )
+                elif existing[c] != want:
+                    raise SourceDataError(
+                        f"schema mismatch in {target}: column {c!r} is {existing[c]} in the "
+                        f"warehouse but the spec makes it {want}"
+                    )
+
+    # --- loads ------------------------------------------------------------------------------
+
+    def load_partition(
+        self,
+        conn: psycopg.Connection,
+        *,
+        target: str,
+        frame: pd.DataFrame,
+        types: dict[str, str],
+        key: list[str],
+        partition: str,
+        run_id: str,
+        strategy: str,
+    ) -> LoadCounts:
+        """Load one partition in one transaction. Concurrent loads of it are serialized."""
+        schema, table = target.split(".")
+        tgt = sql.Identifier(schema, table)
+        cols = list(types)
+        data_cols = cols + ["record_hash", "_partition"]
+        counts = LoadCounts(partition, staged=len(frame))
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (lock_key("load", target, partition),)
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+                ).format(sql.SQL(", ").join(map(sql.Identifier, data_cols)), tgt)
+            )
+            staged = frame[cols + ["record_hash"]].assign(_partition=partition)
+            self._copy_in(conn, "_stage", data_cols, staged)
+            if key:
+                conn.execute(
+                    sql.SQL("ALTER TABLE _stage ADD PRIMARY KEY ({})").format(
+                        sql.SQL(", ").join(map(sql.Identifier, key))
+                    )
+                )
+            conn.execute("ANALYZE _stage")
+            key_match = sql.SQL(" AND ").join(
+                sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in key
+            )
+            if strategy == "replace_partition":
+                cur = conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {tgt} AS t WHERE t._partition = %s "
+                        "AND NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})"
+                    ).format(tgt=tgt, match=key_match if key else sql.SQL("false")),
+                    (partition,),
+                )
+                counts.deleted = cur.rowcount
+            if not key:
+                # Without a key a partition can only be replaced whole.
+                cur = conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE _partition = %s").format(tgt), (partition,)
+                )
+                counts.deleted = cur.rowcount
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {tgt} ({cols}, _loaded_at, _run_id) "
+                        "SELECT {cols}, now(), %s FROM _stage"
+                    ).format(tgt=tgt, cols=sql.SQL(", ").join(map(sql.Identifier, data_cols))),
+                    (run_id,),
+                )
+                counts.inserted = len(frame)
+                conn.execute("DROP TABLE _stage")
+                return counts
+            all_cols = data_cols + ["_loaded_at", "_run_id"]
+            assignments = sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in all_cols
+                if c not in key
+            )
+            row = conn.execute(
+                sql.SQL(
+                    "WITH up AS ("
+                    " INSERT INTO {tgt} AS t ({all_cols})"
+                    " SELECT {s_cols}, now(), %(run_id)s FROM _stage s"
+                    # The pre-filter skips unchanged rows before they take row locks.
+                    " WHERE NOT EXISTS (SELECT 1 FROM {tgt} t WHERE {match}"
+                    "   AND t.record_hash = s.record_hash)"
+                    " ON CONFLICT ({key}) DO UPDATE SET {assign}"
+                    " WHERE t.record_hash IS DISTINCT FROM EXCLUDED.record_hash"
+                    " RETURNING (xmax = 0) AS inserted)"
+                    " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+                    " FROM up"
+                ).format(
+                    tgt=tgt,
+                    all_cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
+                    s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in data_cols),
+                    match=key_match,
+                    key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                    assign=assignments,
+                ),
+                {"run_id": run_id},
+            ).fetchone()
+            counts.inserted, counts.updated = int(row[0]), int(row[1])
+            counts.unchanged = counts.staged - counts.inserted - counts.updated
+            conn.execute("DROP TABLE _stage")
+        return counts
+
+    @staticmethod
+    def _copy_in(conn: psycopg.Connection, table: str, cols: list[str], frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        buf = io.BytesIO()
+        pacsv.write_csv(arrow, buf, pacsv.WriteOptions(include_header=False))
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols))
+        )
+        with conn.cursor().copy(stmt) as copy:
+            view = buf.getbuffer()
+            step = 1 << 20
+            for i in range(0, len(view), step):
+                copy.write(view[i : i + step])
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        stmt, bound = bind_named(text, params)
+        with self.connect() as conn:
+            cur = conn.execute(stmt, bound)
+            names = [d.name for d in cur.description or []]
+            return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def count(self, target: str, partition: str | None = None) -> int:
+        with self.connect() as conn:
+            stmt = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*target.split(".")))
+            if partition is None:
+                return int(conn.execute(stmt).fetchone()[0])
+            stmt += sql.SQL(" WHERE _partition = %s")
+            return int(conn.execute(stmt, (partition,)).fetchone()[0])
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The PostgreSQL warehouse. The URL comes from ETL_WAREHOUSE_URL when a run launches."""
+
+    url: str
+
+    def get(self) -> Warehouse:
+        return Warehouse(self.url)

