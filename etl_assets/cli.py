@@ -88,7 +88,8 @@ def demo_seed() -> None:
 @click.option("--step", type=click.Choice(["raw", "normalized", "validated", "loaded", "report"]),
               help="Run one layer alone; its upstream must already exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def run(pipeline, partition, first, last, latest, last_n, step, as_json) -> None:
+@click.option("-v", "--verbose", count=True, help="Show Dagster's step log (-v info, -vv debug).")
+def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose) -> None:
     """Run a pipeline in-process against the configured instance (the manual, debugging mode)."""
     from etl_assets import embedded
 
@@ -104,7 +105,10 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json) -> None
             spec, partition=partition, first=first, last=last, latest=latest, last_n=last_n
         )
         with dg.DagsterInstance.get() as instance:
-            summary = run_pipeline(build_defs([spec]), spec, keys, step=step, instance=instance)
+            summary = run_pipeline(
+                build_defs([spec]), spec, keys, step=step, instance=instance,
+                log_level=["WARNING", "INFO", "DEBUG"][min(verbose, 2)],
+            )
     except RunRequestError as e:
         _fail(str(e))
     if as_json:

@@ -20,6 +20,7 @@ SEPARATOR = "\x1f"
 META_COLUMNS = ("record_hash", "_partition", "_loaded_at", "_run_id")
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
+_OFFSET = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
 @dataclass
@@ -92,15 +93,22 @@ def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
     if type_ == "timestamp":
         if pd.api.types.is_datetime64_any_dtype(series):
             parsed = series
-        else:
-            parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="mixed")
-            bad = present & parsed.isna()
-            if bad.any():
-                raise CastError(column, "timestamp", series[bad])
-        if parsed.dt.tz is None:
-            # Values without an offset are wall-clock time in the pipeline's timezone.
-            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+            if parsed.dt.tz is None:
+                parsed = _localize(parsed, tz)
+            return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        text = series.astype("string").str.strip()
+        has_offset = text.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
+        out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
+        if has_offset.any():
+            out[has_offset] = pd.to_datetime(text[has_offset], utc=True, errors="coerce", format="mixed")
+        naive = ~has_offset & present
+        if naive.any():
+            local = pd.to_datetime(text[naive], errors="coerce", format="mixed")
+            out[naive] = _localize(local, tz).dt.tz_convert("UTC")
+        bad = present & out.isna()
+        if bad.any():
+            raise CastError(column, "timestamp", series[bad])
+        return out
     if type_ == "date":
         parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="mixed")
         bad = present & parsed.isna()
@@ -110,6 +118,14 @@ def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
             [d.date() if not pd.isna(d) else None for d in parsed], index=series.index, dtype=object
         )
     raise ValueError(type_)
+
+
+def _localize(values: pd.Series, tz: str) -> pd.Series:
+    """Values without an offset are wall-clock time in the pipeline's timezone. At a DST
+    fall-back the earlier instant wins; a time skipped by spring-forward moves forward."""
+    return values.dt.tz_localize(
+        tz, ambiguous=np.ones(len(values), dtype=bool), nonexistent="shift_forward"
+    )
 
 
 def _canonical(series: pd.Series, type_: str) -> pd.Series:

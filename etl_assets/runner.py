@@ -189,6 +189,7 @@ def run_pipeline(
     step: str | None = None,
     instance: dg.DagsterInstance,
     trigger: str = "cli",
+    log_level: str = "WARNING",
 ) -> RunSummary:
     check_upstream(instance, spec, step, keys)
     job = defs.resolve_job_def(f"{spec.name}_job")
@@ -206,6 +207,7 @@ def run_pipeline(
         tags=tags,
         raise_on_error=False,
         asset_selection=selection,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         **kwargs,
     )
     summary = summarize(spec, result, keys, selection)

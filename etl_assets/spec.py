@@ -480,7 +480,7 @@ def _format_error(err: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx.get("expected_tags", "")))
     if kind == "union_tag_not_found":
-        return f"{ctx.get('discriminator', 'kind').strip(chr(39))} is required"
+        return "is required"
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "missing":
@@ -491,7 +491,12 @@ def _format_error(err: dict[str, Any]) -> str:
 
 def format_validation_error(file: str, pipeline: str | None, exc: ValidationError) -> str:
     where = f"{file} (pipeline {pipeline})" if pipeline else file
-    lines = [f"{where}: {_format_loc(e['loc'])}: {_format_error(e)}" for e in exc.errors()]
+    lines = []
+    for e in exc.errors():
+        loc = list(e["loc"])
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str((e.get("ctx") or {}).get("discriminator", "kind")).strip("'"))
+        lines.append(f"{where}: {_format_loc(loc)}: {_format_error(e)}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,41 @@
+# Two set-up commands for a fresh clone: `make run` (the demo) and `make test` (the suite).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+CLI := $(VENV)/bin/etl-assets
+
+.PHONY: install install-dev run test dev validate clean
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## make run: install, start the embedded PostgreSQL, seed the demo, load the latest 4 weeks.
+run: $(VENV)/.installed
+	$(CLI) demo seed
+	$(CLI) run demo_sales --last 4
+
+## make test: install the dev extras and run the whole suite.
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+## make dev: the Dagster UI on http://127.0.0.1:3000 with the embedded defaults.
+dev: $(VENV)/.installed
+	$(CLI) dev
+
+validate: $(VENV)/.installed
+	$(CLI) validate
+
+clean:
+	rm -rf .etl_home

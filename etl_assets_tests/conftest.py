@@ -1,0 +1,141 @@
+"""Shared fixtures: throwaway databases on the real PostgreSQL server, storage, specs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from etl_assets.spec import PipelineSpec, parse_pipeline
+
+PG_HOST = os.environ.get("ETL_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = os.environ.get("ETL_TEST_PG_PORT", "5432")
+ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def db_url(name: str) -> str:
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+class Databases:
+    """Creates uniquely named databases and drops them when the test ends."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def new(self, prefix: str = "etl_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return db_url(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def databases() -> Iterator[Databases]:
+    dbs = Databases()
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture
+def warehouse_url(databases: Databases) -> str:
+    return databases.new("etl_wh")
+
+
+@pytest.fixture
+def source_url(databases: Databases) -> str:
+    return databases.new("etl_src")
+
+
+@pytest.fixture
+def etl_env(tmp_path: Path, warehouse_url: str, source_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment a run sees: storage in tmp, a fresh warehouse and source database."""
+    env = {
+        "ETL_HOME": str(tmp_path / "home"),
+        "ETL_STORAGE_DIR": str(tmp_path / "storage"),
+        "ETL_WAREHOUSE_URL": warehouse_url,
+        "TEST_SOURCE_URL": source_url,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def make_spec(**overrides: Any) -> PipelineSpec:
+    """A small weekly pipeline with one PostgreSQL source; tests override what they vary."""
+    data: dict[str, Any] = {
+        "name": "shop",
+        "owners": ["team:data"],
+        "timezone": "America/New_York",
+        "partitions": {"cadence": "weekly", "start": "2025-01-05"},
+        "sources": [
+            {
+                "name": "orders",
+                "kind": "postgres",
+                "connection": {"url": "${TEST_SOURCE_URL}"},
+                "table": "src.orders",
+                "timestamp_column": "updated_at",
+                "primary_key": ["order_id"],
+                "columns": [
+                    {"name": "order_id", "type": "integer", "nullable": False},
+                    {"name": "customer", "type": "string"},
+                    {"name": "amount", "type": "float"},
+                    {"name": "updated_at", "type": "timestamp"},
+                ],
+                "load": {"target": "mart.orders", "strategy": "upsert"},
+                "checks": [{"type": "unique", "severity": "error"}],
+            }
+        ],
+        "report": {
+            "kpis": [
+                {
+                    "name": "revenue",
+                    "sql": "SELECT count(*) AS orders, sum(amount) AS revenue FROM mart.orders "
+                    "WHERE updated_at >= :window_start AND updated_at < :window_end",
+                }
+            ]
+        },
+    }
+    data.update(overrides)
+    return parse_pipeline(data, "test.yaml")
+
+
+def spec_yaml(spec_dict: dict[str, Any]) -> str:
+    return yaml.safe_dump(spec_dict, sort_keys=False)
+
+
+ORDERS_DDL = """
+CREATE SCHEMA IF NOT EXISTS src;
+CREATE TABLE src.orders (
+    order_id bigint PRIMARY KEY,
+    customer text,
+    amount numeric(10,2),
+    updated_at timestamptz NOT NULL
+);
+"""
+
+
+def create_orders(url: str, rows: list[tuple]) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(ORDERS_DDL)
+        with conn.cursor().copy("COPY src.orders FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+
+
+def query(url: str, text: str, params: Any = None) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(text, params).fetchall()

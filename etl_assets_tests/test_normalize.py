@@ -1,0 +1,97 @@
+"""Normalize: types, UTC, de-duplication and a record_hash that never drifts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from etl_assets.normalize import normalize, record_hashes
+from etl_assets.sources.base import SourceDataError
+
+from .conftest import make_spec
+
+
+def _source():
+    return make_spec().sources[0]
+
+
+def test_types_utc_trim_and_dedup() -> None:
+    raw = pd.DataFrame(
+        {
+            "order_id": ["1", "2", "2", "3", "3"],
+            "customer": ["  ann ", "bob", "bob", "cy", "cy"],
+            "amount": ["10.5", "3", "3", "7", "8"],
+            "updated_at": [
+                "2025-03-09 01:30:00",  # local New York time, before the DST jump
+                "2025-03-09 03:30:00",
+                "2025-03-09 03:30:00",  # exact duplicate of the row above
+                "2025-03-10T12:00:00+00:00",
+                "2025-03-11T12:00:00+00:00",  # same key, later: wins
+            ],
+        }
+    )
+    out = normalize(raw, _source(), "America/New_York")
+    f = out.frame
+    assert list(f["order_id"]) == [1, 2, 3]
+    assert f["customer"].tolist() == ["ann", "bob", "cy"]
+    assert f["amount"].tolist() == [10.5, 3.0, 8.0]
+    assert str(f["updated_at"].dt.tz) == "UTC"
+    assert f["updated_at"].iloc[0] == pd.Timestamp("2025-03-09 06:30:00", tz="UTC")
+    assert f["updated_at"].iloc[1] == pd.Timestamp("2025-03-09 07:30:00", tz="UTC")
+    assert out.stats == {
+        "rows_in": 5,
+        "exact_duplicates_dropped": 1,
+        "key_duplicates_collapsed": 1,
+        "rows_out": 3,
+    }
+
+
+def test_record_hash_is_a_fixed_function_of_the_values() -> None:
+    """A literal expected hash: if this changes, every warehouse row would look 'updated'."""
+    frame = pd.DataFrame(
+        {
+            "order_id": pd.array([1, None], dtype="Int64"),
+            "customer": pd.array(["ann", None], dtype="string"),
+            "amount": pd.array([0.1, 2.0], dtype="Float64"),
+            "updated_at": pd.to_datetime(["2025-01-05T10:00:00Z", "2025-01-05T10:00:00.5Z"], utc=True, format="ISO8601"),
+        }
+    )
+    types = {"order_id": "integer", "customer": "string", "amount": "float", "updated_at": "timestamp"}
+    hashes = record_hashes(frame, types).tolist()
+    import hashlib
+
+    expected_text = "1\x1fann\x1f0.1\x1f2025-01-05T10:00:00.000000Z"
+    assert hashes[0] == hashlib.md5(expected_text.encode()).hexdigest()
+    assert hashes[1] == hashlib.md5("\\N\x1f\\N\x1f2.0\x1f2025-01-05T10:00:00.500000Z".encode()).hexdigest()
+
+
+def test_cast_failure_names_column_value_and_count() -> None:
+    raw = pd.DataFrame(
+        {
+            "order_id": ["1", "x2", "3", "4.5"],
+            "customer": ["a", "b", "c", "d"],
+            "amount": ["1", "2", "3", "4"],
+            "updated_at": ["2025-01-06"] * 4,
+        }
+    )
+    with pytest.raises(SourceDataError) as e:
+        normalize(raw, _source(), "UTC")
+    assert str(e.value) == (
+        "column 'order_id': 2 row(s) cannot be read as integer, e.g. 'x2', '4.5' (first at row 2)"
+    )
+
+
+def test_missing_source_column_is_named() -> None:
+    raw = pd.DataFrame({"order_id": ["1"], "customer": ["a"], "updated_at": [dt.datetime(2025, 1, 6)]})
+    with pytest.raises(SourceDataError) as e:
+        normalize(raw, _source(), "UTC")
+    assert "source columns missing: amount" in str(e.value)
+
+
+def test_not_nullable_column() -> None:
+    raw = pd.DataFrame({"order_id": [None, "2"], "customer": ["a", "b"], "amount": ["1", "2"], "updated_at": ["2025-01-06"] * 2})
+    with pytest.raises(SourceDataError) as e:
+        normalize(raw, _source(), "UTC")
+    assert "column 'order_id' is declared nullable: false but 1 row(s) are empty (first at row 1)" in str(e.value)
