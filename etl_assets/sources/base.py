@@ -1,8 +1,14 @@
-"""The one interface every source kind implements: extract one time window."""
+"""The one interface every source kind implements: extract one time window.
+
+`extract(source, request) -> Extract`. A source returns either one DataFrame or, when it
+streams (`batch_size`), an iterator of DataFrames that the Parquet layer writes batch by
+batch, so memory holds one batch rather than the whole window.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,21 +19,27 @@ from etl_assets.partitions import Window
 
 @dataclass
 class Extract:
-    """What a source read for one window, and how: the data plus a record of its inputs."""
+    """What a source read for one window, and how: the data plus a record of its inputs.
 
-    frame: pd.DataFrame
+    `inputs` is JSON-able and shown in metadata and history: query text with bound window,
+    files with sha256/size/rows, pages fetched. It must never hold a secret.
+    `unchanged=True` (with `frame=None`) means the source proved that nothing changed since
+    `request.previous_inputs` (e.g. the same file hashes), so the stored raw file is kept.
+    """
+
+    frame: pd.DataFrame | Iterable[pd.DataFrame] | None
     inputs: dict[str, Any] = field(default_factory=dict)
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)
 class ExtractRequest:
     pipeline: str
     window: Window
+    # High-water mark of the last successful load of this source (for `:last_sync`).
     last_sync: dt.datetime | None = None
-
-    @property
-    def extract_start(self) -> dt.datetime:
-        return self.window.start
+    # The `inputs` recorded by the previous successful extract of this partition, if any.
+    previous_inputs: dict[str, Any] | None = None
 
 
 class Extractor(Protocol):
