@@ -24,8 +24,8 @@ from etl_assets.secrets import MissingSecret, redact
 from etl_assets.settings import storage_dir
 from etl_assets.sources.base import ExtractRequest, SourceDataError
 from etl_assets.spec import PipelineSpec, RetrySpec
-from etl_assets.storage import PartitionFrames
-from etl_assets.warehouse import PG_TYPES, WarehouseResource
+from etl_assets.storage import KEEP, PartitionFrames
+from etl_assets.warehouse import PG_TYPES, LoadCounts, WarehouseResource
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -70,21 +70,6 @@ def column_types(source: Any, frame: pd.DataFrame) -> dict[str, str]:
     return {c: infer_type(frame[c]) for c in frame.columns if c != "record_hash"}
 
 
-def frame_metadata(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """Row count, column schema and a preview, the same on every layer."""
-    first = next((f for f in frames.values() if len(f)), next(iter(frames.values()), pd.DataFrame()))
-    total = sum(len(f) for f in frames.values())
-    schema = dg.TableSchema(
-        columns=[dg.TableColumn(name=str(c), type=str(first[c].dtype)) for c in first.columns]
-    )
-    return {
-        "dagster/row_count": dg.MetadataValue.int(total),
-        "dagster/column_schema": schema,
-        "preview": dg.MetadataValue.md(markdown_table(first.head(PREVIEW_ROWS))),
-        "rows_by_partition": dg.MetadataValue.json({k: len(f) for k, f in frames.items()}),
-    }
-
-
 def _common(spec: PipelineSpec, pdef: dg.PartitionsDefinition) -> dict[str, Any]:
     return {
         "partitions_def": pdef,
@@ -110,20 +95,23 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         metadata={"source_kind": source.kind},
         **common,
     )
-    def raw(context: dg.AssetExecutionContext) -> dg.Output:
-        frames, inputs = {}, {}
+    def raw(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
+        values, inputs = {}, {}
+        last_sync = None
+        if source.mode == "incremental" and ":last_sync" in (getattr(source, "query", None) or ""):
+            last_sync = warehouse.get().high_water_mark(target, source.timestamp_column)
         for k in context.partition_keys:
-            request = ExtractRequest(P, window_for(pdef, k))
+            previous = latest_metadata(context.instance, keys["raw"], k).get("inputs", {}).get(k)
+            request = ExtractRequest(P, window_for(pdef, k), last_sync=last_sync, previous_inputs=previous)
             try:
                 ex = sources.extract(source, request)
             except (SourceDataError, MissingSecret) as e:
                 raise data_failure(spec, S, [k], e) from None
-            frames[k], inputs[k] = ex.frame, ex.inputs
-            context.log.info(f"{P}/{S} {k}: extracted {len(ex.frame)} rows")
-        return dg.Output(
-            frames,
-            metadata={**frame_metadata(frames), "inputs": dg.MetadataValue.json(inputs)},
-        )
+            values[k] = KEEP if ex.unchanged else ex.frame
+            inputs[k] = {**ex.inputs, "unchanged": ex.unchanged}
+            if ex.unchanged:
+                context.log.info(f"{P}/{S} {k}: inputs unchanged since the last extract; kept")
+        return dg.Output(values, metadata={"inputs": dg.MetadataValue.json(inputs)})
 
     @dg.asset(
         key=keys["normalized"],
@@ -141,10 +129,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             except SourceDataError as e:
                 raise data_failure(spec, S, [k], e) from None
             frames[k], stats[k] = result.frame, result.stats
-        return dg.Output(
-            frames,
-            metadata={**frame_metadata(frames), "normalize_stats": dg.MetadataValue.json(stats)},
-        )
+        return dg.Output(frames, metadata={"normalize_stats": dg.MetadataValue.json(stats)})
 
     @dg.asset(
         key=keys["validated"],
@@ -157,18 +142,16 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     )
     def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames):
         per_partition: dict[str, list[quality.CheckOutcome]] = {}
-        counts: dict[str, pd.DataFrame] = {}
         for k in context.partition_keys:
-            frame = normalized[k]
-            per_partition[k] = quality.run_checks(frame, source)
-            counts[k] = frame
+            per_partition[k] = quality.run_checks(normalized[k], source)
         merged = quality.merge_outcomes(list(per_partition.values()))
         warned = [o.name for o in merged if not o.passed and o.severity == "warn"]
         failed = [o.name for o in merged if not o.passed and o.severity == "error"]
+        # The validated layer is the normalized data that passed; it is re-read partition by
+        # partition while being written, so memory holds one partition at a time.
         yield dg.Output(
-            counts,
+            {k: (lambda k=k: normalized[k]) for k in context.partition_keys},
             metadata={
-                **frame_metadata(counts),
                 "checks_by_partition": dg.MetadataValue.json(
                     {k: [o.as_dict() for o in v] for k, v in per_partition.items()}
                 ),
@@ -199,6 +182,9 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         with wh.connect() as conn:
             for k in context.partition_keys:
                 frame = validated[k]
+                if types is None and not source.columns and not len(frame.columns):
+                    by_partition[k] = LoadCounts(k).as_dict()  # nothing extracted, nothing known
+                    continue
                 if types is None:
                     types = column_types(source, frame)
                     try:

@@ -8,12 +8,29 @@ a rerun replaces it and a crash never leaves half a file where a reader looks.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from upath import UPath
+
+PREVIEW_ROWS = 10
+
+
+class _Keep:
+    """Marks a partition whose stored file is still right (its source proved unchanged)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+# What an asset may hand over per partition: a frame, batches of one, a thunk, or KEEP.
+PartitionValue = pd.DataFrame | Iterable[pd.DataFrame] | Callable[[], pd.DataFrame] | _Keep
 
 
 class PartitionFrames(Mapping[str, pd.DataFrame]):
@@ -38,18 +55,51 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
 class ParquetIOManager(dg.UPathIOManager):
     extension = ".parquet"
 
-    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+    def dump_to_path(self, context: Any, obj: pd.DataFrame | Iterable[pd.DataFrame], path: UPath) -> tuple[int, pd.DataFrame]:
+        """Write a frame, or stream batches, to `path`; return (rows, first rows for preview)."""
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            if isinstance(obj, pd.DataFrame):
+                with tmp.open("wb") as f:
+                    obj.to_parquet(f, index=False, compression="zstd")
+                rows, head = len(obj), obj.head(PREVIEW_ROWS)
+            else:
+                rows, head = self._stream(tmp, obj)
+            tmp.rename(path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return rows, head
+
+    @staticmethod
+    def _stream(tmp: UPath, batches: Iterable[pd.DataFrame]) -> tuple[int, pd.DataFrame]:
+        rows, head, writer, schema = 0, None, None, None
         with tmp.open("wb") as f:
-            obj.to_parquet(f, index=False, compression="zstd")
-        tmp.rename(path)
+            try:
+                for batch in batches:
+                    table = pa.Table.from_pandas(batch, preserve_index=False, schema=schema)
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(f, schema, compression="zstd")
+                        head = batch.head(PREVIEW_ROWS)
+                    writer.write_table(table)
+                    rows += len(batch)
+                if writer is None:  # a source that yielded nothing: an empty, column-less file
+                    pd.DataFrame().to_parquet(f, index=False)
+            finally:
+                if writer is not None:
+                    writer.close()
+        return rows, head if head is not None else pd.DataFrame()
 
     def load_from_path(self, context: dg.InputContext | None, path: UPath) -> pd.DataFrame:
         with path.open("rb") as f:
             return pd.read_parquet(f)
 
-    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, pd.DataFrame]) -> None:
-        """Write one file per partition, so a single-run backfill stores every week."""
+    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, PartitionValue]) -> None:
+        """Write one file per partition, so a single-run backfill stores every window, and
+        describe what was written: row counts, column schema and a preview."""
+        from etl_assets.report import markdown_table
+
         paths = self._get_paths_for_partitions(context)
         missing = set(paths) - set(obj)
         if missing:
@@ -58,9 +108,36 @@ class ParquetIOManager(dg.UPathIOManager):
                 f"{', '.join(sorted(missing))}",
                 allow_retries=False,
             )
+        rows: dict[str, int] = {}
+        preview: pd.DataFrame | None = None
         for key, path in paths.items():
-            self.make_directory(path.parent)
-            self.dump_to_path(context=context, obj=obj[key], path=path)
+            value = obj[key]
+            if value is KEEP:
+                if not path.exists():
+                    raise dg.Failure(f"{path}: kept partition {key} has no stored file", allow_retries=False)
+                with path.open("rb") as f:
+                    pf = pq.ParquetFile(f)
+                    rows[key] = pf.metadata.num_rows
+                    head = pf.read().slice(0, PREVIEW_ROWS).to_pandas() if preview is None else None
+            else:
+                if callable(value):
+                    value = value()
+                self.make_directory(path.parent)
+                rows[key], head = self.dump_to_path(context=context, obj=value, path=path)
+            if preview is None or (preview.empty and head is not None and len(head)):
+                preview = head
+        preview = preview if preview is not None else pd.DataFrame()
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name=str(c), type=str(preview[c].dtype)) for c in preview.columns]
+                ),
+                "preview": dg.MetadataValue.md(markdown_table(preview)),
+                "rows_by_partition": dg.MetadataValue.json(rows),
+                "path": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> PartitionFrames:
         paths = self._get_paths_for_partitions(context)

@@ -254,6 +254,16 @@ class Warehouse:
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
 
+    def high_water_mark(self, target: str, column: str) -> Any:
+        """The newest `column` value loaded into `target`, or None before the first load."""
+        with self.connect() as conn:
+            if conn.execute("SELECT to_regclass(%s)", (target,)).fetchone()[0] is None:
+                return None
+            stmt = sql.SQL("SELECT max({}) FROM {}").format(
+                sql.Identifier(column), sql.Identifier(*target.split("."))
+            )
+            return conn.execute(stmt).fetchone()[0]
+
     def count(self, target: str, partition: str | None = None) -> int:
         with self.connect() as conn:
             stmt = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*target.split(".")))
