@@ -20,9 +20,10 @@ from etl_assets import sources
 from etl_assets.normalize import infer_type, normalize
 from etl_assets.partitions import partitions_def, window_for
 from etl_assets.report import SourceSummary, markdown_table
-from etl_assets.secrets import MissingSecret, redact
+from etl_assets.errors import classified
+from etl_assets.history import step_metrics, usage
 from etl_assets.settings import storage_dir
-from etl_assets.sources.base import ExtractRequest, SourceDataError
+from etl_assets.sources.base import ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
 from etl_assets.storage import KEEP, PartitionFrames
 from etl_assets.warehouse import PG_TYPES, LoadCounts, WarehouseResource
@@ -46,21 +47,6 @@ def retry_policy(r: RetrySpec) -> dg.RetryPolicy | None:
         delay=r.delay_seconds,
         backoff={"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(r.backoff),
         jitter=dg.Jitter.PLUS_MINUS if r.jitter else None,
-    )
-
-
-def data_failure(spec: PipelineSpec, source: str, keys: list[str], exc: Exception) -> dg.Failure:
-    """Schema and data errors: fail at once, naming pipeline, source and partition."""
-    where = f"{spec.name}/{source} partition {', '.join(keys)}"
-    return dg.Failure(
-        description=f"{where}: {redact(str(exc))}",
-        metadata={
-            "pipeline": spec.name,
-            "source": source,
-            "partitions": ", ".join(keys),
-            "error_type": type(exc).__name__,
-        },
-        allow_retries=False,
     )
 
 
@@ -96,22 +82,24 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         **common,
     )
     def raw(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
+        started = usage()
         values, inputs = {}, {}
         last_sync = None
         if source.mode == "incremental" and ":last_sync" in (getattr(source, "query", None) or ""):
-            last_sync = warehouse.get().high_water_mark(target, source.timestamp_column)
+            with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=retry):
+                last_sync = warehouse.get().high_water_mark(target, source.timestamp_column)
         for k in context.partition_keys:
             previous = latest_metadata(context.instance, keys["raw"], k).get("inputs", {}).get(k)
             request = ExtractRequest(P, window_for(pdef, k), last_sync=last_sync, previous_inputs=previous)
-            try:
+            with classified(context, pipeline=P, source=S, partitions=[k], policy=retry):
                 ex = sources.extract(source, request)
-            except (SourceDataError, MissingSecret) as e:
-                raise data_failure(spec, S, [k], e) from None
             values[k] = KEEP if ex.unchanged else ex.frame
             inputs[k] = {**ex.inputs, "unchanged": ex.unchanged}
             if ex.unchanged:
                 context.log.info(f"{P}/{S} {k}: inputs unchanged since the last extract; kept")
-        return dg.Output(values, metadata={"inputs": dg.MetadataValue.json(inputs)})
+        return dg.Output(
+            values, metadata={"inputs": dg.MetadataValue.json(inputs), **step_metrics(started)}
+        )
 
     @dg.asset(
         key=keys["normalized"],
@@ -122,14 +110,15 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         **common,
     )
     def normalized(context: dg.AssetExecutionContext, raw: PartitionFrames) -> dg.Output:
+        started = usage()
         frames, stats = {}, {}
         for k in context.partition_keys:
-            try:
+            with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
                 result = normalize(raw[k], source, spec.timezone)
-            except SourceDataError as e:
-                raise data_failure(spec, S, [k], e) from None
             frames[k], stats[k] = result.frame, result.stats
-        return dg.Output(frames, metadata={"normalize_stats": dg.MetadataValue.json(stats)})
+        return dg.Output(
+            frames, metadata={"normalize_stats": dg.MetadataValue.json(stats), **step_metrics(started)}
+        )
 
     @dg.asset(
         key=keys["validated"],
@@ -141,6 +130,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         **common,
     )
     def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames):
+        started = usage()
         per_partition: dict[str, list[quality.CheckOutcome]] = {}
         for k in context.partition_keys:
             per_partition[k] = quality.run_checks(normalized[k], source)
@@ -158,6 +148,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 "checks_passed": dg.MetadataValue.int(sum(o.passed for o in merged)),
                 "checks_warned": dg.MetadataValue.int(len(warned)),
                 "checks_failed": dg.MetadataValue.int(len(failed)),
+                **step_metrics(started),
             },
         )
         for outcome in merged:
@@ -177,37 +168,36 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     def loaded(
         context: dg.AssetExecutionContext, validated: PartitionFrames, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        started = usage()
         wh = warehouse.get()
         by_partition, types, preview = {}, None, pd.DataFrame()
-        with wh.connect() as conn:
-            for k in context.partition_keys:
-                frame = validated[k]
-                if types is None and not source.columns and not len(frame.columns):
-                    by_partition[k] = LoadCounts(k).as_dict()  # nothing extracted, nothing known
-                    continue
-                if types is None:
-                    types = column_types(source, frame)
-                    try:
+        with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=retry):
+            with wh.connect() as conn:
+                for k in context.partition_keys:
+                    frame = validated[k]
+                    if types is None and not source.columns and not len(frame.columns):
+                        by_partition[k] = LoadCounts(k).as_dict()  # nothing extracted, nothing known
+                        continue
+                    if types is None:
+                        types = column_types(source, frame)
                         wh.ensure_table(conn, target, types, source.primary_key)
-                    except SourceDataError as e:
-                        raise data_failure(spec, S, [k], e) from None
-                counts = wh.load_partition(
-                    conn,
-                    target=target,
-                    frame=frame,
-                    types=types,
-                    key=source.primary_key,
-                    partition=k,
-                    run_id=context.run_id,
-                    strategy=source.load.strategy,
-                )
-                by_partition[k] = counts.as_dict()
-                if preview.empty:
-                    preview = frame.head(PREVIEW_ROWS)
-                context.log.info(
-                    f"{P}/{S} {k} → {target}: {counts.inserted} inserted, {counts.updated} updated, "
-                    f"{counts.unchanged} unchanged, {counts.deleted} deleted"
-                )
+                    counts = wh.load_partition(
+                        conn,
+                        target=target,
+                        frame=frame,
+                        types=types,
+                        key=source.primary_key,
+                        partition=k,
+                        run_id=context.run_id,
+                        strategy=source.load.strategy,
+                    )
+                    by_partition[k] = counts.as_dict()
+                    if preview.empty:
+                        preview = frame.head(PREVIEW_ROWS)
+                    context.log.info(
+                        f"{P}/{S} {k} → {target}: {counts.inserted} inserted, {counts.updated} updated, "
+                        f"{counts.unchanged} unchanged, {counts.deleted} deleted"
+                    )
         total = {f: sum(c[f] for c in by_partition.values()) for f in ("staged", "inserted", "updated", "unchanged", "deleted")}
         return dg.MaterializeResult(
             metadata={
@@ -221,6 +211,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 "unchanged": dg.MetadataValue.int(total["unchanged"]),
                 "deleted": dg.MetadataValue.int(total["deleted"]),
                 "counts_by_partition": dg.MetadataValue.json(by_partition),
+                **step_metrics(started),
             }
         )
 
@@ -258,22 +249,25 @@ def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any
 def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
     P = spec.name
     deps = [asset_key(P, "loaded", s.name) for s in spec.sources]
+    report_retry = retry_policy(spec.retries) if spec.report.kpis else None
 
     @dg.asset(
         key=asset_key(P, "report"),
         description=f"The {P} report per window: KPIs, per-source counts and check outcomes.",
         kinds={"html", "markdown"},
         deps=deps,
-        retry_policy=retry_policy(spec.retries),
+        retry_policy=report_retry,
         **_common(spec, pdef),
     )
     def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        started = usage()
         wh = warehouse.get()
         paths, last_md = {}, ""
         for k in context.partition_keys:
             window = window_for(pdef, k)
             params = {"window_start": window.start, "window_end": window.end}
-            kpis = [(kpi, wh.query(kpi.sql, params)) for kpi in spec.report.kpis]
+            with classified(context, pipeline=P, source=None, partitions=[k], policy=report_retry):
+                kpis = [(kpi, wh.query(kpi.sql, params)) for kpi in spec.report.kpis]
             summaries = [source_summary(context.instance, spec, s, k) for s in spec.sources]
             md, page = report_mod.render(spec, window, kpis, summaries)
             written = report_mod.write(storage_dir(), P, k, md, page)
@@ -286,10 +280,52 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
                 "report_path": dg.MetadataValue.path(last["html"]),
                 "report_paths": dg.MetadataValue.json(paths),
                 "dagster/row_count": dg.MetadataValue.int(len(paths)),
+                **step_metrics(started),
             }
         )
 
     return report
+
+
+def render_status_report(
+    instance: dg.DagsterInstance, spec: PipelineSpec, record: dict[str, Any], warehouse_url: str
+) -> str | None:
+    """The report of a run that did not finish cleanly, marked PARTIAL or FAILED at the top.
+
+    The `report` asset never runs after an upstream failure, so the run-finished handler
+    renders this one; it lists which sources are missing and why.
+    """
+    from etl_assets.warehouse import Warehouse
+
+    pdef = partitions_def(spec)
+    failed = {n: s for n, s in record["sources"].items() if s["status"] != "success"}
+    reason = "; ".join(
+        f"{n} {s['status']}" + (f": {s['error']}" if s.get("error") else "") for n, s in failed.items()
+    ) or (record.get("error_summary") or "the run failed")
+    wh = Warehouse(warehouse_url)
+    path = None
+    for k in record["partitions"]:
+        window = window_for(pdef, k)
+        params = {"window_start": window.start, "window_end": window.end}
+        kpis = []
+        for kpi in spec.report.kpis:
+            try:
+                kpis.append((kpi, wh.query(kpi.sql, params)))
+            except Exception:  # noqa: BLE001 - a broken KPI must not hide the failure report
+                continue
+        summaries = []
+        for s in spec.sources:
+            if s.name in failed:
+                summaries.append(
+                    SourceSummary(name=s.name, status=failed[s.name]["status"], error=failed[s.name].get("error"))
+                )
+            else:
+                summaries.append(source_summary(instance, spec, s, k))
+        md, page = report_mod.render(
+            spec, window, kpis, summaries, status=record["status"], status_reason=reason
+        )
+        path = report_mod.write(storage_dir(), spec.name, k, md, page).html_path
+    return path
 
 
 def build_pipeline_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:

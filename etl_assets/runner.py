@@ -7,6 +7,7 @@ loaded and another did not.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class RunSummary:
     error: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class RunSummary:
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "notes": self.notes,
         }
 
 
@@ -190,6 +193,8 @@ def run_pipeline(
     instance: dg.DagsterInstance,
     trigger: str = "cli",
     log_level: str = "WARNING",
+    record_history: bool = True,
+    notifiers: dict[str, Any] | None = None,
 ) -> RunSummary:
     check_upstream(instance, spec, step, keys)
     job = defs.resolve_job_def(f"{spec.name}_job")
@@ -213,6 +218,21 @@ def run_pipeline(
     summary = summarize(spec, result, keys, selection)
     summary.started_at = started.isoformat()
     summary.finished_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    if record_history:
+        # The same handler the daemon's run-status sensors call: same rows, same messages.
+        from etl_assets.sensors import handle_run_finished
+
+        record = handle_run_finished(
+            instance,
+            result.run_id,
+            {spec.name: spec},
+            warehouse_url=os.environ["ETL_WAREHOUSE_URL"],
+            webserver_url=os.environ.get("ETL_WEBSERVER_URL", "http://127.0.0.1:3000"),
+            **(notifiers or {}),
+        )
+        if record:
+            summary.report_path = record.get("report_path") or summary.report_path
+            summary.notes = record.get("notes", [])
     return summary
 
 

@@ -1,0 +1,125 @@
+"""What happens when a run finishes: history, the failure report, auto-pause, notifications.
+
+`handle_run_finished` is the one handler. The run-status sensors call it under the daemon;
+`etl-assets run` calls it after an in-process run. Both paths therefore write the same rows
+and send the same messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dagster as dg
+import psycopg
+
+from etl_assets import history, settings
+from etl_assets.spec import PipelineSpec
+
+log = logging.getLogger("etl_assets")
+
+RUN_FINISHED_SENSORS = ("etl_run_success_sensor", "etl_run_failure_sensor", "etl_run_canceled_sensor")
+
+
+def schedule_name(pipeline: str) -> str:
+    return f"{pipeline}_schedule"
+
+
+def consecutive_scheduled_failures(instance: dg.DagsterInstance, pipeline: str, limit: int) -> int:
+    """How many of the pipeline's latest finished scheduled runs failed in a row."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            tags={"dagster/schedule_name": schedule_name(pipeline)},
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+        ),
+        limit=limit,
+    )
+    count = 0
+    for r in records:  # newest first
+        if r.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        if r.dagster_run.tags.get("dagster/will_retry") == "true":
+            continue  # a run that will be retried has not failed yet
+        count += 1
+    return count
+
+
+def maybe_pause(
+    instance: dg.DagsterInstance, spec: PipelineSpec, record: dict[str, Any], conn: psycopg.Connection
+) -> str | None:
+    """Stop the schedule after `failure_threshold` scheduled failures in a row; say how to resume."""
+    threshold = getattr(spec, "failure_threshold", 3)
+    if record["trigger"] != "schedule" or record["status"] not in ("failed", "partial") or threshold <= 0:
+        return None
+    if consecutive_scheduled_failures(instance, spec.name, threshold) < threshold:
+        return None
+    from etl_assets import dagster_internal
+
+    name = schedule_name(spec.name)
+    if not dagster_internal.stop_schedule(instance, name):
+        return None
+    note = (
+        f"{spec.name} is paused after {threshold} consecutive failed scheduled runs. "
+        f"Resume with the schedule toggle in the UI, `dagster schedule start {name}` "
+        f"or `etl-assets jobs enable {spec.name}`."
+    )
+    history.set_pipeline_state(conn, spec.name, "paused", note)
+    return note
+
+
+def handle_run_finished(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    specs: dict[str, PipelineSpec],
+    *,
+    warehouse_url: str,
+    webserver_url: str | None = None,
+    slack: Any = None,
+    email: Any = None,
+    logger: Any = None,
+) -> dict[str, Any] | None:
+    """Record a finished run and tell people about it. Safe to call twice for one run."""
+    logger = logger or log
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return None
+    spec = specs.get(history.pipeline_of(run) or "")
+    if spec is None:
+        return None  # not one of our pipelines
+    record = history.build_record(instance, run_id, spec, webserver_url=webserver_url)
+    full_run = not run.asset_selection or any(k.path[1:] == ["report"] for k in run.asset_selection)
+    if record["status"] in ("partial", "failed") and record["partitions"] and full_run:
+        if spec.report.on_partial == "render" or record["status"] == "failed":
+            from etl_assets.assets import render_status_report
+
+            try:
+                record["report_path"] = render_status_report(instance, spec, record, warehouse_url)
+            except Exception as e:  # noqa: BLE001 - history must still be written
+                logger.warning(f"{spec.name}: could not render the {record['status']} report: {e}")
+    with psycopg.connect(warehouse_url) as conn:
+        history.migrate(conn)
+        note = maybe_pause(instance, spec, record, conn)
+        if note:
+            record["notes"].append(note)
+        history.write_record(conn, record)
+    history.write_json_log(settings.storage_dir(), record)
+    if record["will_retry"]:
+        logger.info(f"{spec.name}: run {run_id} failed and will be retried; no alert yet")
+        return record
+    _notify(spec, record, slack, email, logger)
+    if note:
+        paused = {**record, "status": "paused"}
+        _notify(spec, paused, slack, email, logger)
+    return record
+
+
+def _notify(spec: PipelineSpec, record: dict[str, Any], slack: Any, email: Any, logger: Any) -> None:
+    notify_spec = getattr(spec, "notify", None)
+    if notify_spec is None:
+        return
+    from etl_assets import notify
+
+    try:
+        notify.notify_run(record, notify_spec, slack, email, logger)
+    except Exception as e:  # noqa: BLE001 - an alert problem must not fail the handler
+        logger.error(f"{spec.name}: notification failed: {type(e).__name__}")
