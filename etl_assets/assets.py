@@ -94,7 +94,9 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             with classified(context, pipeline=P, source=S, partitions=[k], policy=retry):
                 ex = sources.extract(source, request)
             values[k] = KEEP if ex.unchanged else ex.frame
-            inputs[k] = {**ex.inputs, "unchanged": ex.unchanged}
+            # Same dict, not a copy: a streaming source finishes its counts while being written.
+            ex.inputs["unchanged"] = ex.unchanged
+            inputs[k] = ex.inputs
             if ex.unchanged:
                 context.log.info(f"{P}/{S} {k}: inputs unchanged since the last extract; kept")
         return dg.Output(

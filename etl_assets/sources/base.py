@@ -25,6 +25,8 @@ class Extract:
     files with sha256/size/rows, pages fetched. It must never hold a secret.
     `unchanged=True` (with `frame=None`) means the source proved that nothing changed since
     `request.previous_inputs` (e.g. the same file hashes), so the stored raw file is kept.
+    When `frame` is an iterator, `inputs["rows"]` (and similar counts) are only final once
+    it is exhausted, so record `inputs` after writing the batches.
     """
 
     frame: pd.DataFrame | Iterable[pd.DataFrame] | None
@@ -48,3 +50,16 @@ class Extractor(Protocol):
 
 class SourceDataError(Exception):
     """The source's data or schema is wrong: retrying cannot help."""
+
+
+def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
+    """The instants an incremental read covers: the lookback widens only the start."""
+    return request.window.start - source.lookback_delta, request.window.end
+
+
+class TransientSourceError(Exception):
+    """A failure worth retrying (rate limit, 5xx, timeout); `retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
