@@ -345,7 +345,10 @@ def build_job(spec: PipelineSpec) -> Any:
         selection=dg.AssetSelection.groups(spec.name),
         partitions_def=partitions_def(spec),
         description=f"Every asset of {spec.name}: extract, normalize, validate, load, report.",
-        tags={"etl/pipeline": spec.name},
+        tags={
+            "etl/pipeline": spec.name,
+            **({"dagster/max_runtime": str(spec.timeout_minutes * 60)} if spec.timeout_minutes else {}),
+        },
     )
 
 

@@ -98,6 +98,7 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose
 
     from etl_assets.definitions import build_defs
     from etl_assets.runner import RunRequestError, format_summary, resolve_partitions, run_pipeline
+    from etl_assets.sensors import notifier_resources
 
     spec = _spec(pipeline)
     try:
@@ -108,6 +109,8 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose
             summary = run_pipeline(
                 build_defs([spec]), spec, keys, step=step, instance=instance,
                 log_level=["WARNING", "INFO", "DEBUG"][min(verbose, 2)],
+                # Unresolved EnvVar settings: the senders read them when they send.
+                notifiers=notifier_resources([spec]),
             )
     except RunRequestError as e:
         _fail(str(e))
@@ -116,6 +119,195 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose
     else:
         click.echo(format_summary(summary))
     sys.exit(0 if summary.status == "success" else 1)
+
+
+def _warehouse_conn():
+    import psycopg
+
+    from etl_assets import embedded, history
+
+    server = embedded.configure()
+    conn = psycopg.connect(os.environ["ETL_WAREHOUSE_URL"], autocommit=True)
+    history.migrate(conn)
+    return server, conn
+
+
+def _fmt_run(r: dict) -> str:
+    started = r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else "-"
+    parts = r["partitions"][0] if len(r["partitions"]) == 1 else f"{r['partitions'][0]}…{r['partitions'][-1]}"
+    dur = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
+    counts = " ".join(
+        f"{name}:{s['inserted'] if s['inserted'] is not None else '-'}/{s['updated'] if s['updated'] is not None else '-'}"
+        for name, s in r["sources"].items()
+    )
+    line = f"{r['run_id'][:8]}  {started}  {r['pipeline']:<14} {parts:<23} {r['status']:<8} {r['trigger']:<8} {dur:>7}  {counts}"
+    if r["error_summary"]:
+        line += f"\n          error: {r['error_summary']}"
+    return line
+
+
+@main.command()
+@click.argument("pipeline", required=False)
+@click.option("--status", type=click.Choice(["success", "failed", "partial", "canceled"]))
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Runs started on or after this date.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--last-success", is_flag=True, help="Only the latest successful run.")
+@click.option("--json", "as_json", is_flag=True)
+def history(pipeline, status, since, limit, last_success, as_json) -> None:
+    """List recorded runs, newest first (inserted/updated per source)."""
+    from etl_assets import history as hist
+
+    if last_success:
+        if not pipeline:
+            _fail("--last-success needs a PIPELINE")
+        status, limit = "success", 1
+    server, conn = _warehouse_conn()  # noqa: F841
+    with conn:
+        runs = hist.list_runs(
+            conn, pipeline=pipeline, status=status,
+            since=since.replace(tzinfo=None) if since else None, limit=limit,
+        )
+    if as_json:
+        click.echo(json.dumps(runs[0] if last_success and runs else runs, default=str))
+    elif not runs:
+        click.echo("no runs recorded" + (f" for {pipeline}" if pipeline else ""))
+    else:
+        click.echo("run       started              pipeline       partitions              status   trigger  duration  source:inserted/updated")
+        for r in runs:
+            click.echo(_fmt_run(r))
+    if last_success and not runs:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(run_id: str, as_json: bool) -> None:
+    """Explain one run: what ran, when, on which inputs, what changed, what failed, what it produced."""
+    from etl_assets import history as hist
+    from etl_assets.explain import explain
+
+    server, conn = _warehouse_conn()  # noqa: F841
+    with conn:
+        run = hist.get_run(conn, run_id)
+    if run is None:
+        _fail(f"no recorded run matches {run_id!r}")
+    click.echo(json.dumps(run, default=str, indent=2) if as_json else explain(run, os.environ["ETL_STORAGE_DIR"]))
+
+
+@main.group()
+@click.option("--url", default="http://127.0.0.1:3000", show_default=True, envvar="ETL_WEBSERVER_URL",
+              help="The running Dagster webserver.")
+@click.pass_context
+def jobs(ctx: click.Context, url: str) -> None:
+    """List, run, pause and resume pipelines on a running Dagster webserver."""
+    ctx.obj = {"url": url}
+
+
+def _jobs_call(fn, *args, **kwargs):
+    from etl_assets.jobs import JobControlError
+
+    try:
+        return fn(*args, **kwargs)
+    except JobControlError as e:
+        _fail(str(e), 1)
+
+
+@jobs.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_list(obj: dict, as_json: bool) -> None:
+    """Pipeline, schedule and timezone, state, last run, next tick, success rate (last 20)."""
+    from etl_assets import jobs as jobs_mod
+
+    rows = _jobs_call(jobs_mod.list_jobs, obj["url"], [s.name for s in _specs()])
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'pipeline':<16} {'schedule':<26} {'timezone':<20} {'state':<8} {'last run':<10} {'status':<9} {'next tick (UTC)':<26} success")
+    for r in rows:
+        rate = f"{r['success_rate']:.0%} of {r['runs_counted']}" if r["success_rate"] is not None else "-"
+        click.echo(
+            f"{r['pipeline']:<16} {r['schedule'] + ' ' + r['cron']:<26} {r['timezone'] or '-':<20} {r['state']:<8} "
+            f"{(r['last_run'] or '-')[:8]:<10} {r['last_status'] or '-':<9} {r['next_tick'] or '-':<26} {rate}"
+        )
+
+
+@jobs.command("run")
+@click.argument("pipeline")
+@click.option("--partition", help="Partition key; default: the latest complete one.")
+@click.pass_obj
+def jobs_run(obj: dict, pipeline: str, partition: str | None) -> None:
+    """Launch a run now (queued by the daemon like any other)."""
+    from etl_assets import jobs as jobs_mod
+    from etl_assets.partitions import partitions_def
+
+    spec = _spec(pipeline)
+    keys = partitions_def(spec).get_partition_keys()
+    key = partition or (keys[-1] if keys else None)
+    if key not in keys:
+        _fail(f"{pipeline}: {key!r} is not a complete partition key")
+    run_id = _jobs_call(jobs_mod.run_job, obj["url"], pipeline, key)
+    click.echo(f"launched {run_id} for {pipeline} {key}: {obj['url'].rstrip('/')}/runs/{run_id}")
+
+
+@jobs.command("enable")
+@click.argument("pipeline")
+@click.pass_obj
+def jobs_enable(obj: dict, pipeline: str) -> None:
+    """Resume the pipeline's schedule (also after an auto-pause)."""
+    from etl_assets import jobs as jobs_mod
+
+    _spec(pipeline)
+    state = _jobs_call(jobs_mod.set_schedule, obj["url"], pipeline, True)
+    _record_state(pipeline, "active", "resumed with etl-assets jobs enable")
+    click.echo(f"{pipeline}_schedule: {state}")
+
+
+@jobs.command("disable")
+@click.argument("pipeline")
+@click.pass_obj
+def jobs_disable(obj: dict, pipeline: str) -> None:
+    """Pause the pipeline's schedule."""
+    from etl_assets import jobs as jobs_mod
+
+    _spec(pipeline)
+    state = _jobs_call(jobs_mod.set_schedule, obj["url"], pipeline, False)
+    _record_state(pipeline, "paused", "paused with etl-assets jobs disable")
+    click.echo(f"{pipeline}_schedule: {state}")
+
+
+def _record_state(pipeline: str, status: str, reason: str) -> None:
+    """Keep etl_meta.pipeline_state in step when the warehouse is reachable (audit trail)."""
+    if not os.environ.get("ETL_WAREHOUSE_URL"):
+        return
+    from etl_assets import history as hist
+
+    server, conn = _warehouse_conn()  # noqa: F841
+    with conn:
+        hist.set_pipeline_state(conn, pipeline, status, reason)
+
+
+@jobs.command("logs")
+@click.argument("pipeline")
+@click.option("--status", type=click.Choice(["failed", "success", "canceled"]))
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--page-size", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_logs(obj: dict, pipeline: str, status: str | None, page: int, page_size: int, as_json: bool) -> None:
+    """The pipeline's runs, newest first, a page at a time."""
+    from etl_assets import jobs as jobs_mod
+
+    _spec(pipeline)
+    rows = _jobs_call(jobs_mod.logs, obj["url"], pipeline, status=status, page=page, page_size=page_size)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['run_id'][:8]}  {r['status']:<9} {r['partition'] or '-':<18} {r['trigger']:<9} {r['started'] or '-'}")
+    if not rows:
+        click.echo("no runs on this page")
 
 
 @main.command()
@@ -149,6 +341,10 @@ def dev(host: str, port: int) -> None:
             code = proc.wait()
     sys.exit(0 if code in (0, -signal.SIGINT, 130) else code)
 
+
+from etl_assets.schedule_cli import schedule_command  # noqa: E402  (registered below)
+
+main.add_command(schedule_command)
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from etl_assets.assets import build_job, build_pipeline_assets
+from etl_assets.schedules import build_schedule
+from etl_assets.sensors import build_sensors, notifier_resources
 from etl_assets.settings import pipelines_dir
 from etl_assets.spec import PipelineSpec, load_pipelines
 from etl_assets.storage import ParquetIOManagerResource
@@ -20,10 +22,13 @@ def build_defs(specs: list[PipelineSpec]) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
+        schedules=[build_schedule(spec) for spec in specs],
+        sensors=build_sensors(specs),
         resources={
             # Resolved when a run launches, so loading definitions needs no secret.
             "parquet_io": ParquetIOManagerResource(base_path=dg.EnvVar("ETL_STORAGE_DIR")),
             "warehouse": WarehouseResource(url=dg.EnvVar("ETL_WAREHOUSE_URL")),
+            **notifier_resources(specs),
         },
     )
 

@@ -127,13 +127,18 @@ def trigger_of(tags: dict[str, str]) -> str:
     return "manual"
 
 
-def pipeline_of(run: dg.DagsterRun) -> str | None:
+def pipeline_of(run: dg.DagsterRun, instance: dg.DagsterInstance | None = None) -> str | None:
+    """Which pipeline a run belongs to: its tag, its asset selection, its job or its steps."""
     if run.tags.get("etl/pipeline"):
         return run.tags["etl/pipeline"]
     for key in run.asset_selection or []:
         return key.path[0]
-    if run.job_name.endswith("_job"):
+    if run.job_name.endswith("_job") and not run.job_name.startswith("__"):
         return run.job_name.removesuffix("_job")
+    if instance is not None:  # ad-hoc asset runs: step keys are <pipeline>__<layer>__<source>
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START):
+            if entry.step_key:
+                return entry.step_key.split("__")[0]
     return None
 
 

@@ -15,6 +15,7 @@ import dagster as dg
 from etl_assets.spec import WEEKDAYS, PipelineSpec
 
 MINUTE_FMT = "%Y-%m-%d-%H:%M"
+DATE_FMT = "%Y-%m-%d"
 HOUR_FMT = "%Y-%m-%d-%H:%M"
 
 
@@ -46,10 +47,20 @@ def partitions_def(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
         return dg.HourlyPartitionsDefinition(start_date=start, timezone=tz)
     if p.cadence == "monthly":
         return dg.MonthlyPartitionsDefinition(start_date=start, timezone=tz)
+    if p.cadence == "cron":
+        return dg.TimeWindowPartitionsDefinition(
+            start=start, fmt=cron_key_format(p.cron), cron_schedule=p.cron, timezone=tz
+        )
     minutes = {"15min": 15, "30min": 30}[p.cadence]
     return dg.TimeWindowPartitionsDefinition(
         start=start, fmt=MINUTE_FMT, cron_schedule=f"*/{minutes} * * * *", timezone=tz
     )
+
+
+def cron_key_format(cron: str | None) -> str:
+    """Keys carry the time of day unless every window starts at midnight."""
+    minute, hour = (cron or "").split()[:2]
+    return DATE_FMT if (minute, hour) == ("0", "0") else MINUTE_FMT
 
 
 def window_for(pdef: dg.TimeWindowPartitionsDefinition, key: str) -> Window:
@@ -65,7 +76,20 @@ def windows_in_range(
     return [window_for(pdef, k) for k in keys]
 
 
-def latest_complete_keys(pdef: dg.TimeWindowPartitionsDefinition, n: int) -> list[str]:
-    """The `n` most recent partitions whose windows have fully closed, oldest first."""
-    keys = pdef.get_partition_keys()
-    return keys[-n:] if n else []
+def latest_complete_keys(
+    pdef: dg.TimeWindowPartitionsDefinition, n: int, now: dt.datetime | None = None
+) -> list[str]:
+    """The `n` most recent partitions whose windows had fully closed at `now`, oldest first.
+
+    Walks back from `now` instead of listing every key since the start, so a 15-minute
+    pipeline with years of history costs the same as a weekly one.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    first = pdef.start.timestamp()
+    keys: list[str] = []
+    window = pdef.get_prev_partition_window(now, respect_bounds=False)
+    while window is not None and len(keys) < n and window.start.timestamp() >= first:
+        if window.end.timestamp() <= now.timestamp():  # never a window still in progress
+            keys.extend(pdef.get_partition_keys_in_time_window(window))
+        window = pdef.get_prev_partition_window(window.start, respect_bounds=False)
+    return keys[::-1]

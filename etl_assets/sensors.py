@@ -5,9 +5,10 @@
 and send the same messages.
 """
 
-from __future__ import annotations
+
 
 import logging
+import os
 from typing import Any
 
 import dagster as dg
@@ -83,7 +84,7 @@ def handle_run_finished(
     run = instance.get_run_by_id(run_id)
     if run is None:
         return None
-    spec = specs.get(history.pipeline_of(run) or "")
+    spec = specs.get(history.pipeline_of(run, instance) or "")
     if spec is None:
         return None  # not one of our pipelines
     record = history.build_record(instance, run_id, spec, webserver_url=webserver_url)
@@ -123,3 +124,84 @@ def _notify(spec: PipelineSpec, record: dict[str, Any], slack: Any, email: Any, 
         notify.notify_run(record, notify_spec, slack, email, logger)
     except Exception as e:  # noqa: BLE001 - an alert problem must not fail the handler
         logger.error(f"{spec.name}: notification failed: {type(e).__name__}")
+
+
+def webserver_url() -> str:
+    return os.environ.get("ETL_WEBSERVER_URL", "http://127.0.0.1:3000")
+
+
+def notifier_resources(specs: list[PipelineSpec]) -> dict[str, Any]:
+    """Slack and SMTP resources, only when some pipeline asks for that channel.
+
+    Their settings are `dg.EnvVar`s, read when a run or sensor launches, never at import.
+    """
+    from etl_assets.notify import EmailNotifier, SlackNotifier
+
+    resources: dict[str, Any] = {}
+    slack = [s.notify.slack for s in specs if s.notify.slack]
+    if slack:
+        resources["slack"] = SlackNotifier(token=dg.EnvVar("SLACK_BOT_TOKEN"), base_url=slack[0].api_url)
+    if any(s.notify.email for s in specs):
+        # Deployment settings (e.g. /etc/etl-assets/env). All must be set; an empty
+        # ETL_SMTP_USER means no login and an empty ETL_SMTP_SECURITY means plain.
+        resources["email"] = EmailNotifier(
+            host=dg.EnvVar("ETL_SMTP_HOST"),
+            port=dg.EnvVar.int("ETL_SMTP_PORT"),
+            security=dg.EnvVar("ETL_SMTP_SECURITY"),
+            username=dg.EnvVar("ETL_SMTP_USER"),
+            password=dg.EnvVar("ETL_SMTP_PASSWORD"),
+            sender=dg.EnvVar("ETL_SMTP_FROM"),
+        )
+    return resources
+
+
+def build_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition]:
+    """Run-status sensors for SUCCESS, FAILURE and CANCELED, all calling the one handler."""
+    from etl_assets.notify import EmailNotifier, SlackNotifier
+    from etl_assets.warehouse import WarehouseResource
+
+    by_name = {s.name: s for s in specs}
+    channels = set(notifier_resources(specs))
+
+    def handle(context: dg.RunStatusSensorContext, warehouse: Any, slack: Any = None, email: Any = None) -> None:
+        run = context.dagster_run
+        if run.tags.get("etl/trigger") == "cli":
+            return  # `etl-assets run` handled it in-process already
+        handle_run_finished(
+            context.instance,
+            run.run_id,
+            by_name,
+            warehouse_url=warehouse.url,
+            webserver_url=webserver_url(),
+            slack=slack,
+            email=email,
+            logger=context.log,
+        )
+
+    # Dagster injects resources by parameter name, so each channel mix gets its signature.
+    if channels == {"slack", "email"}:
+        def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource, slack: SlackNotifier, email: EmailNotifier) -> None:
+            handle(context, warehouse, slack, email)
+    elif channels == {"slack"}:
+        def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource, slack: SlackNotifier) -> None:  # type: ignore[misc]
+            handle(context, warehouse, slack=slack)
+    elif channels == {"email"}:
+        def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource, email: EmailNotifier) -> None:  # type: ignore[misc]
+            handle(context, warehouse, email=email)
+    else:
+        def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource) -> None:  # type: ignore[misc]
+            handle(context, warehouse)
+
+    return [
+        dg.run_status_sensor(
+            name=name,
+            run_status=status,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=5,  # alerts should not lag a finished run by long
+            description=f"Records {status.value.lower()} runs in etl_meta and sends alerts.",
+        )(fn)
+        for name, status in zip(
+            RUN_FINISHED_SENSORS,
+            (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED),
+        )
+    ]

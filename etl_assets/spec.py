@@ -186,6 +186,8 @@ class ColumnSpec(Strict):
 class LoadSpec(Strict):
     target: str | None = None  # schema.table; default <pipeline>.<source>
     strategy: Literal["upsert", "replace_partition"] = "upsert"
+    # Full sources only: rows the source no longer has are deleted from the target.
+    delete_missing: bool = False
 
     @field_validator("target")
     @classmethod
@@ -250,10 +252,13 @@ class _Source(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> _Source:
-        if self.mode == "incremental" and not self.timestamp_column:
+        if self.mode == "incremental" and not self.timestamp_column and not self._dated_by_name():
             raise ValueError("an incremental source needs timestamp_column (or set mode: full)")
         if self.load.strategy == "upsert" and not self.primary_key:
             raise ValueError("load.strategy upsert needs a primary_key")
+        if self.load.delete_missing and self.mode != "full":
+            # A window of an incremental source says nothing about rows outside it.
+            raise ValueError("load.delete_missing needs mode: full")
         if self.columns is not None:
             names = [c.name for c in self.columns]
             dupes = sorted({n for n in names if names.count(n) > 1})
@@ -282,23 +287,71 @@ class _Source(Strict):
     def lookback_delta(self) -> dt.timedelta:
         return parse_duration(self.lookback) if self.lookback else dt.timedelta(0)
 
+    def _dated_by_name(self) -> bool:
+        """True when the window's data is chosen by file name rather than by a column."""
+        return False
 
-class PostgresSource(_Source):
-    """A PostgreSQL table or query, extracted with COPY."""
+    @property
+    def timestamp_column_source(self) -> str | None:
+        """The timestamp column as the source names it (its `from:`), for window filters."""
+        for c in self.columns or []:
+            if c.name == self.timestamp_column:
+                return c.source_name
+        return self.timestamp_column
 
-    kind: Literal["postgres"]
+
+class _DatabaseSource(_Source):
+    """A table (`schema.table`) or a `query:` with :window_start, :window_end, :last_sync."""
+
     connection: Connection
     table: str | None = None
     query: str | None = None
 
     @model_validator(mode="after")
-    def _table_or_query(self) -> PostgresSource:
+    def _table_or_query(self) -> _DatabaseSource:
         if bool(self.table) == bool(self.query):
             raise ValueError("give exactly one of table or query")
         if self.table:
-            for part in self.table.split("."):
+            parts = self.table.split(".")
+            if len(parts) > 2:
+                raise ValueError(f"table {self.table!r} must be table or schema.table")
+            for part in parts:
                 _identifier(part, "table name")
         return self
+
+
+class PostgresSource(_DatabaseSource):
+    """A PostgreSQL table or query, extracted with COPY."""
+
+    kind: Literal["postgres"]
+
+
+class MysqlSource(_DatabaseSource):
+    """A MySQL or MariaDB table or query, streamed with a server-side cursor."""
+
+    kind: Literal["mysql"]
+
+    @field_validator("connection")
+    @classmethod
+    def _mysql_url(cls, v: Connection) -> Connection:
+        if not ENV_REF.fullmatch(v.url) and not re.match(r"^(mysql|mariadb)(\+pymysql)?://", v.url):
+            raise ValueError("url must look like mysql://user:${PASSWORD}@host:3306/db")
+        return v
+
+
+class SqlSource(_DatabaseSource):
+    """Any SQLAlchemy database: sqlite, postgresql+psycopg, oracle+oracledb, mssql+pymssql."""
+
+    kind: Literal["sql"]
+
+    @field_validator("connection")
+    @classmethod
+    def _sqlalchemy_url(cls, v: Connection) -> Connection:
+        if not ENV_REF.fullmatch(v.url) and not re.match(r"^\w+(\+\w+)?://", v.url):
+            raise ValueError(
+                "url must be a SQLAlchemy URL such as oracle+oracledb://user:${PW}@host/service"
+            )
+        return v
 
 
 class CsvSource(_Source):
@@ -321,26 +374,154 @@ class CsvSource(_Source):
             codecs.lookup(self.encoding)
         except LookupError:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
-        if self.mode == "incremental" and self.filename_date and self.timestamp_column is None:
-            pass  # partitioned by the date in the file name
+        if self.filename_date and not all(c in self.filename_date for c in ("%Y", "%m", "%d")):
+            raise ValueError("filename_date needs %Y, %m and %d, e.g. orders_%Y%m%d.csv")
+        return self
+
+    def _dated_by_name(self) -> bool:
+        # The date in each file's name picks the window's files; rows are not filtered.
+        return bool(self.filename_date)
+
+
+def _env_only(value: str, field: str) -> str:
+    """Credentials live in the environment, never in the spec file."""
+    if not ENV_REF.search(value):
+        raise ValueError(f"{field} must reference an environment variable, e.g. \"${{API_TOKEN}}\"")
+    return value
+
+
+class HttpAuth(Strict):
+    """`{type: bearer, token: ${TOKEN}}` or `{type: api_key, header: X-API-Key, value: ${KEY}}`."""
+
+    type: Literal["bearer", "api_key"]
+    token: str | None = None
+    header: str = "X-API-Key"
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> HttpAuth:
+        if self.type == "bearer":
+            if self.token is None or self.value is not None:
+                raise ValueError("bearer auth takes token (and no value)")
+            _env_only(self.token, "token")
+        else:
+            if self.value is None or self.token is not None:
+                raise ValueError("api_key auth takes header and value (and no token)")
+            _env_only(self.value, "value")
         return self
 
 
-SourceSpec = Annotated[Union[PostgresSource, CsvSource], Field(discriminator="kind")]
-SOURCE_KINDS = ("postgres", "csv")
+_PAGINATION_FIELDS = {
+    "page": {"param", "start", "size_param", "size"},
+    "offset": {"offset_param", "limit_param", "limit"},
+    "cursor": {"cursor_path", "param"},
+    "link": set(),
+}
+
+
+class Pagination(Strict):
+    """How the next page is asked for; the last page is the first one that says "no more".
+
+    page: `param`=start, start+1, … until a page is empty or shorter than `size`.
+    offset: `offset_param`=0, limit, 2·limit, … until a page is shorter than `limit`.
+    cursor: the body's `cursor_path` value is sent as `param` until it is empty.
+    link: follow the `Link: <…>; rel="next"` response header.
+    """
+
+    type: Literal["page", "offset", "cursor", "link"]
+    param: str | None = None
+    start: int = Field(default=1, ge=0)
+    size_param: str | None = None
+    size: int | None = Field(default=None, gt=0)
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = Field(default=100, gt=0)
+    cursor_path: str | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> Pagination:
+        allowed = _PAGINATION_FIELDS[self.type] | {"type"}
+        stray = sorted(set(self.model_fields_set) - allowed)
+        if stray:
+            raise ValueError(f"{', '.join(stray)} does not apply to pagination type {self.type}")
+        if self.type == "cursor" and not self.cursor_path:
+            raise ValueError(
+                "cursor pagination needs cursor_path (where the body holds the next cursor)"
+            )
+        if bool(self.size_param) != bool(self.size):
+            raise ValueError("give size_param and size together")
+        return self
+
+
+class HttpSource(_Source):
+    """A JSON API: `params` may use {window_start} and {window_end} (ISO-8601)."""
+
+    kind: Literal["http"]
+    url: str
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: HttpAuth | None = None
+    record_path: str | None = None  # e.g. data.items; default: the body is the list
+    pagination: Pagination | None = None
+    max_pages: int = Field(default=1000, gt=0)
+    timeout_seconds: float = Field(default=30, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^(https?://|\$\{)", v):
+            raise ValueError("url must start with http:// or https://")
+        return v
+
+
+SourceSpec = Annotated[
+    Union[PostgresSource, CsvSource, MysqlSource, SqlSource, HttpSource],
+    Field(discriminator="kind"),
+]
+SOURCE_KINDS = ("postgres", "csv", "mysql", "sql", "http")
 
 
 # --- pipeline -------------------------------------------------------------------------------
 
 
 class PartitionSpec(Strict):
-    cadence: Cadence = "weekly"
+    """Time windows in the pipeline's timezone: a named cadence, or any 5-field cron."""
+
+    cadence: Literal[Cadence, "cron"] = "weekly"
     start: dt.date
     week_start: Weekday = "sunday"
+    # Validated even when absent, so `cadence: cron` without it is an error on this field.
+    cron: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None, info: Any) -> str | None:
+        if "cadence" not in info.data:
+            return v  # the cadence error already says what to fix
+        cadence = info.data["cadence"]
+        if v is None:
+            if cadence == "cron":
+                raise ValueError('cadence cron needs a cron expression, e.g. cron: "0 6 * * 1"')
+            return None
+        if cadence != "cron":
+            raise ValueError(f"cron is only used with cadence: cron (cadence is {cadence})")
+        from etl_assets.dagster_internal import is_valid_cron
+
+        expression = " ".join(v.split())
+        if len(expression.split()) != 5 or not is_valid_cron(expression):
+            raise ValueError(
+                f"{v!r} is not a 5-field cron expression (minute hour day-of-month month "
+                "day-of-week), e.g. \"0 6 * * 1\""
+            )
+        return expression
 
 
 class ScheduleSpec(Strict):
-    """When a partition is processed: at a local time after its window closes."""
+    """When a partition is processed: at a local time after its window closes.
+
+    `day_of_week` (weekly; default: week_start) and `day_of_month` (monthly; default 1)
+    pick the day; hourly and shorter cadences use only the minutes of `at`.
+    """
 
     at: str = "00:00"
     day_of_week: Weekday | None = None
@@ -354,6 +535,52 @@ class ScheduleSpec(Strict):
         if not m:
             raise ValueError(f"{v!r} is not a time of day HH:MM")
         return f"{int(m.group(1)):02d}:{m.group(2)}"
+
+    def conflict(self, cadence: str) -> str | None:
+        """What was written here that `cadence` cannot honour, or None; checked per pipeline."""
+        given = self.model_fields_set
+        if "day_of_week" in given and self.day_of_week and cadence != "weekly":
+            return f"schedule.day_of_week applies to weekly partitions only (cadence is {cadence})"
+        if "day_of_month" in given and self.day_of_month and cadence != "monthly":
+            return (
+                f"schedule.day_of_month applies to monthly partitions only (cadence is {cadence})"
+            )
+        if "at" in given and cadence == "cron":
+            return "schedule.at does not apply to cadence: cron; the cron says when windows close"
+        return None
+
+
+class CatchupSpec(Strict):
+    """Which missed partitions a schedule tick requests: at most `window` back, oldest first.
+
+    `catchup: false` keeps a tick to the latest complete partition.
+    """
+
+    @staticmethod
+    def _schema(schema: dict[str, Any]) -> None:
+        # `catchup: false` is valid YAML for this model; editors should accept it too.
+        model = dict(schema)
+        schema.clear()
+        schema.update(anyOf=[model, {"type": "boolean"}], title=model.get("title"))
+
+    model_config = ConfigDict(**Strict.model_config, json_schema_extra=_schema)
+
+    enabled: bool = True
+    window: int = Field(default=8, ge=1, le=1000)
+    max_runs_per_tick: int = Field(default=8, ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    @property
+    def lookback(self) -> int:
+        return self.window if self.enabled else 1
+
+    @property
+    def runs_per_tick(self) -> int:
+        return self.max_runs_per_tick if self.enabled else 1
 
 
 class ChartSpec(Strict):
@@ -386,7 +613,8 @@ NotifyEvent = Literal["success", "failure", "partial", "paused", "canceled"]
 DEFAULT_NOTIFY_ON: tuple[str, ...] = ("failure", "partial", "paused")
 EMAIL_ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$"
 )
 SLACK_CHANNEL = re.compile(r"^#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -410,6 +638,8 @@ class SlackNotifySpec(Strict):
 
     channel: str
     on: NotifyOn = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
+    # The Slack Web API root; a proxy or a local stand-in can replace it.
+    api_url: str = "https://slack.com/api/"
 
     @field_validator("channel")
     @classmethod
@@ -449,6 +679,11 @@ class PipelineSpec(Strict):
     retries: RetrySpec = Field(default_factory=RetrySpec)
     sources: list[SourceSpec] = Field(min_length=1)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    # Scheduled runs failing this many times in a row pause the schedule (0: never).
+    failure_threshold: int = Field(default=3, ge=0)
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+    catchup: CatchupSpec = Field(default_factory=CatchupSpec)
+    timeout_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
 
     @field_validator("name")
     @classmethod
@@ -483,6 +718,13 @@ class PipelineSpec(Strict):
             if n in names[:i]:
                 raise ValueError(f"duplicate source name {n!r}")
         return v
+
+    @model_validator(mode="after")
+    def _schedule_fits_cadence(self) -> PipelineSpec:
+        problem = self.schedule.conflict(self.partitions.cadence)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _targets(self) -> PipelineSpec:
@@ -527,7 +769,7 @@ def _format_loc(loc: Iterable[Any]) -> str:
             continue  # discriminator tags say nothing the user wrote
         else:
             out += ("." if out else "") + str(part)
-    return out or "(top level)"
+    return out
 
 
 _CHECK_TYPES = ("not_null", "unique", "between", "in_set", "regex", "row_count")
@@ -556,7 +798,8 @@ def format_validation_error(file: str, pipeline: str | None, exc: ValidationErro
         loc = list(e["loc"])
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc.append(str((e.get("ctx") or {}).get("discriminator", "kind")).strip("'"))
-        lines.append(f"{where}: {_format_loc(loc)}: {_format_error(e)}")
+        field = _format_loc(loc)
+        lines.append(f"{where}: {field + ': ' if field else ''}{_format_error(e)}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import yaml
 from psycopg import sql
 
 from etl_assets.spec import PipelineSpec, parse_pipeline
+from etl_assets_tests.stubs import slack_stub, smtp_stub  # noqa: F401  (shared fixtures)
 
 PG_HOST = os.environ.get("ETL_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("ETL_TEST_PG_PORT", "5432")

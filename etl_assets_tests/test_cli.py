@@ -27,6 +27,10 @@ def cli(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.Compl
     return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def first_id(stdout: str) -> str:
+    return stdout.splitlines()[0].split()[1]
+
+
 @pytest.fixture
 def home(tmp_path: Path):
     """An ETL_HOME whose embedded server this test keeps up, so it can read the warehouse."""
@@ -71,6 +75,32 @@ def test_demo_on_a_fresh_machine(home) -> None:
     assert s["sources"]["orders"]["rows_extracted"] == orders > 100
     assert s["sources"]["products"]["rows_extracted"] == products == 19
     assert Path(s["report_path"]).is_file()
+
+    # History: one row per run, newest first, with the counts the runs reported.
+    hist = cli(env, "history", "demo_sales", "--json")
+    assert hist.returncode == 0, hist.stderr
+    runs = json.loads(hist.stdout)
+    assert [r["run_id"] for r in runs] == [s["run_id"], summary["run_id"], first_id(first.stdout)]
+    assert all(r["trigger"] == "cli" and r["status"] == "success" for r in runs)
+    newest = runs[0]["sources"]
+    assert newest["orders"]["rows_extracted"] == orders
+    assert newest["orders"]["inserted"] == s["sources"]["orders"]["inserted"]
+    assert runs[2]["sources"]["orders"]["inserted"] == sum(
+        r["sources"]["orders"]["inserted"] for r in runs
+    )  # only the first run inserted anything
+    last = json.loads(cli(env, "history", "demo_sales", "--last-success", "--json").stdout)
+    assert last["run_id"] == s["run_id"]
+
+    shown = cli(env, "show", s["run_id"][:8])
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    for heading in ("What ran", "When", "Inputs", "What changed", "Checks and failures", "Produced"):
+        assert f"\n{heading}\n" in text
+    assert f"Run {s['run_id']} of demo_sales: SUCCESS" in text
+    assert 'FROM "shop"."orders" WHERE "updated_at" >=' in text
+    assert "products_core.csv sha256" in text
+    assert "orders.not_null_customer_id warned: customer_id is never null" in text
+    assert f"report: {s['report_path']}" in text
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_upsert_needs_primary_key() -> None:
 
 def test_unknown_kind() -> None:
     msg = error_of(spec(sources__0__kind="oracle_magic"))
-    assert msg.endswith("sources[0].kind: must be one of postgres, csv")
+    assert msg.endswith("sources[0].kind: must be one of postgres, csv, mysql, sql, http")
     data = spec()
     del data["sources"][0]["kind"]
     assert error_of(data).endswith("sources[0].kind: is required")

@@ -1,0 +1,100 @@
+"""The only place that touches Dagster's private modules (`dagster._*`).
+
+Each function wraps one internal the public API lacks: cron validation and tick times
+exactly as the scheduler computes them, stopping a schedule from code, and one scheduler
+daemon iteration at a chosen instant. Pinned to dagster 1.13.x; `etl_assets_tests/test_dagster_internal.py` fails first
+when an upgrade moves them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+
+
+def is_valid_cron(expression: str) -> bool:
+    """Dagster's own check, so a spec never holds a cron the scheduler would refuse."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return is_valid_cron_string(expression)
+
+
+def cron_ticks(cron: str, timezone: str, after: dt.datetime) -> Iterator[dt.datetime]:
+    """Tick times strictly after `after`, with the scheduler's own DST rules.
+
+    A time skipped by spring-forward fires at the first existing time after it; an
+    ambiguous fall-back time fires once.
+    """
+    from dagster._utils.schedules import cron_string_iterator
+
+    for tick in cron_string_iterator(after.timestamp(), cron, timezone):
+        if tick.timestamp() > after.timestamp():
+            yield tick
+
+
+def stop_schedule(instance: dg.DagsterInstance, name: str) -> bool:
+    """Stop the schedule `name` as the UI toggle would; the public API cannot.
+
+    Needs the stored state row that exists once the daemon has ticked the schedule or someone
+    toggled it. False when there is none or the schedule is already stopped.
+    """
+    from dagster._core.definitions.run_request import InstigatorType
+
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE):
+        if state.instigator_name == name and state.is_running:
+            instance.stop_schedule(state.instigator_origin_id, state.selector_id, None)
+            return True
+    return False
+
+
+def run_scheduler_iteration(
+    instance: dg.DagsterInstance,
+    python_file: Path,
+    now: dt.datetime,
+    *,
+    attribute: str = "defs",
+    logger: logging.Logger | None = None,
+) -> None:
+    """One scheduler daemon iteration over `python_file`'s definitions, the clock frozen at `now`.
+
+    The code location is loaded in this process, so the frozen clock also holds inside
+    schedule evaluation, and runs are submitted through the instance's run coordinator.
+    """
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import freeze_time
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._scheduler.scheduler import launch_scheduled_runs
+
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(
+            python_file=str(python_file),
+            attribute=attribute,
+            working_directory=str(python_file.parent),
+        ),
+        location_name="etl_assets",
+    )
+    with freeze_time(now.astimezone(dt.timezone.utc)):
+        with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
+            for entry in context.create_request_context().get_code_location_entries().values():
+                if entry.load_error:
+                    # The daemon would skip the location with a warning and launch nothing.
+                    raise RuntimeError(entry.load_error.to_string())
+            errors = [
+                item
+                for item in launch_scheduled_runs(
+                    context,
+                    logger or logging.getLogger("SchedulerDaemon"),
+                    end_datetime_utc=now.astimezone(dt.timezone.utc),
+                    iteration_times={},
+                )
+                if item is not None and hasattr(item, "to_string")
+            ]
+    if errors:
+        # The daemon only logs these and carries on; a caller asking for one iteration wants them.
+        raise RuntimeError("\n".join(e.to_string() for e in errors))

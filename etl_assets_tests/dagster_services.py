@@ -1,0 +1,115 @@
+"""A real `dagster-webserver` and `dagster-daemon` on 127.0.0.1, for end-to-end tests.
+
+They run against a temporary DAGSTER_HOME whose instance storage is a fresh PostgreSQL
+database, load the project's own workspace.yaml, and are stopped (process group and all)
+when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterServices:
+    def __init__(self, home: Path, env: dict[str, str], *, daemon: bool = True):
+        self.home, self.daemon = home, daemon
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home / "dagster_home"),
+                    "ETL_WEBSERVER_URL": self.url}
+        self.procs: list[subprocess.Popen] = []
+        self.logs = home / "logs"
+
+    def __enter__(self) -> DagsterServices:
+        dh = Path(self.env["DAGSTER_HOME"])
+        dh.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
+                                  "-w", str(ROOT / "workspace.yaml")])
+        if self.daemon:
+            self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")])
+        self.wait_ready()
+        return self
+
+    def _start(self, name: str, cmd: list[str]) -> None:
+        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a Dagster process exited early:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/server_info", timeout=2).ok:
+                    status = requests.post(
+                        f"{self.url}/graphql",
+                        json={"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"},
+                        timeout=10,
+                    ).json()
+                    entries = status["data"]["workspaceOrError"]["locationEntries"]
+                    if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                        return
+            except (requests.RequestException, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"the webserver did not come up:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = ""
+        for f in sorted(self.logs.glob("*.log")):
+            text += f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        r = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def wait_run(self, run_id: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        status = "?"
+        while time.monotonic() < deadline:
+            data = self.graphql(
+                "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+            )
+            status = data["runOrError"].get("status", "?")
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} still {status}:\n{self.log_tail()}")
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
