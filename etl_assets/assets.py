@@ -25,7 +25,7 @@ from etl_assets.history import step_metrics, usage
 from etl_assets.settings import storage_dir
 from etl_assets.sources.base import ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
-from etl_assets.storage import KEEP, PartitionFrames
+from etl_assets.storage import KEEP, PartitionFrames, read_frame, side_path, write_atomic, write_frame
 from etl_assets.warehouse import PG_TYPES, LoadCounts, WarehouseResource
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
@@ -122,27 +122,61 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             frames, metadata={"normalize_stats": dg.MetadataValue.json(stats), **step_metrics(started)}
         )
 
+    quarantines = any(c.severity == "quarantine" for c in source.checks)
+    related = [
+        asset_key(P, "loaded", c.to.source) for c in source.checks if getattr(c, "type", None) == "relationship"
+    ]
+
     @dg.asset(
         key=keys["validated"],
         description=f"{S} after its great-expectations checks; failing error checks stop the load.",
         kinds={"great_expectations", "parquet"},
         io_manager_key="parquet_io",
         ins={"normalized": dg.AssetIn(keys["normalized"])},
+        deps=related,
         check_specs=quality.check_specs(keys["validated"], source),
         **common,
     )
-    def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames):
+    def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames, warehouse: WarehouseResource):
         started = usage()
+        wh = warehouse.get()
         per_partition: dict[str, list[quality.CheckOutcome]] = {}
+        keep: dict[str, Any] = {}
+        quarantined: dict[str, int] = {}
+        base = storage_dir()
         for k in context.partition_keys:
-            per_partition[k] = quality.run_checks(normalized[k], source)
+            window = window_for(pdef, k)
+            stats = (latest_metadata(context.instance, keys["normalized"], k).get("normalize_stats") or {}).get(k, {})
+            ctx = quality.CheckContext(
+                window_start=window.start, window_end=window.end, partition=k,
+                missing_columns=stats.get("missing_columns") or [],
+                raw_columns=stats.get("raw_columns") or {},
+                query=wh.run, targets={s.name: spec.target(s) for s in spec.sources}, own_target=target,
+            )
+            with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
+                result = quality.run_checks(normalized[k], source, ctx)
+            per_partition[k] = result.outcomes
+            write_atomic(
+                side_path(base, P, "quality", S, k, "json"),
+                json.dumps(result.document, default=str, indent=1).encode(),
+            )
+            if quarantines:
+                write_frame(side_path(base, P, "quarantine", S, k, "parquet"), result.quarantine)
+                keep[k] = None if result.keep.all() else result.keep
+                quarantined[k] = len(result.quarantine)
         merged = quality.merge_outcomes(list(per_partition.values()))
-        warned = [o.name for o in merged if not o.passed and o.severity == "warn"]
+        warned = [o.name for o in merged if not o.passed and o.severity in ("warn", "quarantine")]
         failed = [o.name for o in merged if not o.passed and o.severity == "error"]
+
+        def passing(k: str) -> pd.DataFrame:
+            frame = normalized[k]
+            mask = keep.get(k)
+            return frame if mask is None else frame[mask].reset_index(drop=True)
+
         # The validated layer is the normalized data that passed; it is re-read partition by
         # partition while being written, so memory holds one partition at a time.
         yield dg.Output(
-            {k: (lambda k=k: normalized[k]) for k in context.partition_keys},
+            {k: (lambda k=k: passing(k)) for k in context.partition_keys},
             metadata={
                 "checks_by_partition": dg.MetadataValue.json(
                     {k: [o.as_dict() for o in v] for k, v in per_partition.items()}
@@ -150,6 +184,8 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 "checks_passed": dg.MetadataValue.int(sum(o.passed for o in merged)),
                 "checks_warned": dg.MetadataValue.int(len(warned)),
                 "checks_failed": dg.MetadataValue.int(len(failed)),
+                "rows_quarantined": dg.MetadataValue.int(sum(quarantined.values())),
+                "quarantined_by_partition": dg.MetadataValue.json(quarantined),
                 **step_metrics(started),
             },
         )
@@ -182,7 +218,11 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         continue
                     if types is None:
                         types = column_types(source, frame)
-                        wh.ensure_table(conn, target, types, source.primary_key)
+                        wh.ensure_table(conn, target, types, source.primary_key, quarantine=quarantines)
+                    q = (
+                        read_frame(side_path(storage_dir(), P, "quarantine", S, k, "parquet"))
+                        if quarantines else None
+                    )
                     counts = wh.load_partition(
                         conn,
                         target=target,
@@ -192,6 +232,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         partition=k,
                         run_id=context.run_id,
                         strategy=source.load.strategy,
+                        quarantine=q,
                     )
                     by_partition[k] = counts.as_dict()
                     if preview.empty:
@@ -200,7 +241,10 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         f"{P}/{S} {k} → {target}: {counts.inserted} inserted, {counts.updated} updated, "
                         f"{counts.unchanged} unchanged, {counts.deleted} deleted"
                     )
-        total = {f: sum(c[f] for c in by_partition.values()) for f in ("staged", "inserted", "updated", "unchanged", "deleted")}
+        total = {
+            f: sum(c[f] for c in by_partition.values())
+            for f in ("staged", "inserted", "updated", "unchanged", "deleted", "quarantined")
+        }
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(total["staged"]),
@@ -212,6 +256,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 "updated": dg.MetadataValue.int(total["updated"]),
                 "unchanged": dg.MetadataValue.int(total["unchanged"]),
                 "deleted": dg.MetadataValue.int(total["deleted"]),
+                "quarantined": dg.MetadataValue.int(total["quarantined"]),
                 "counts_by_partition": dg.MetadataValue.json(by_partition),
                 **step_metrics(started),
             }
@@ -244,8 +289,32 @@ def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any
         updated=counts.get("updated"),
         unchanged=counts.get("unchanged"),
         deleted=counts.get("deleted"),
+        quarantined=counts.get("quarantined"),
         checks=(val.get("checks_by_partition") or {}).get(k, []),
     )
+
+
+def row_trend(wh: Any, spec: PipelineSpec, key: str, last: int = 12) -> dict[str, list[tuple[str, int]]]:
+    """Rows per partition in each loaded table, for the last `last` partitions up to `key`."""
+    from psycopg import sql
+
+    trend: dict[str, list[tuple[str, int]]] = {}
+    for s in spec.sources:
+        target = spec.target(s)
+        if s.mode == "full":
+            continue  # a full source's rows do not belong to partitions
+        exists = wh.run(sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL"), {"t": target}).iloc[0, 0]
+        if not exists:
+            continue
+        frame = wh.run(
+            sql.SQL(
+                "SELECT _partition, count(*) AS n FROM {} WHERE _partition <= %(k)s "
+                "GROUP BY 1 ORDER BY 1 DESC LIMIT %(n)s"
+            ).format(sql.Identifier(*target.split("."))),
+            {"k": key, "n": last},
+        )
+        trend[s.name] = [(str(p), int(n)) for p, n in reversed(list(frame.itertuples(index=False)))]
+    return trend
 
 
 def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
@@ -271,7 +340,9 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
             with classified(context, pipeline=P, source=None, partitions=[k], policy=report_retry):
                 kpis = [(kpi, wh.query(kpi.sql, params)) for kpi in spec.report.kpis]
             summaries = [source_summary(context.instance, spec, s, k) for s in spec.sources]
-            md, page = report_mod.render(spec, window, kpis, summaries)
+            with classified(context, pipeline=P, source=None, partitions=[k], policy=report_retry):
+                trend = row_trend(wh, spec, k)
+            md, page = report_mod.render(spec, window, kpis, summaries, trend=trend)
             written = report_mod.write(storage_dir(), P, k, md, page)
             paths[k] = {"html": written.html_path, "md": written.md_path}
             last_md = md

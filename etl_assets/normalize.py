@@ -41,6 +41,24 @@ class CastError(SourceDataError):
         )
 
 
+def infer_type_name(dtype: str) -> str | None:
+    """Our column type for a pandas dtype name (as stored in metadata), if it maps to one."""
+    d = dtype.lower()
+    if "int" in d:
+        return "integer"
+    if "float" in d or "double" in d:
+        return "float"
+    if "bool" in d:
+        return "boolean"
+    if "datetime" in d or "timestamp" in d:
+        return "timestamp"
+    if "date" in d:
+        return "date"
+    if "str" in d:
+        return "string"
+    return None
+
+
 def infer_type(series: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(series):
         return "boolean"
@@ -159,13 +177,17 @@ def record_hashes(frame: pd.DataFrame, types: dict[str, str]) -> pd.Series:
 
 
 def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
+    raw_columns = {str(c): str(frame[c].dtype) for c in frame.columns}
+    missing: list[str] = []
     if source.columns:
         missing = [c.source_name for c in source.columns if c.source_name not in frame.columns]
-        if missing:
+        if missing and not _blocking_schema_check(source):
             raise SourceDataError(
                 f"source columns missing: {', '.join(missing)} (found {', '.join(map(str, frame.columns))})"
             )
-        frame = frame[[c.source_name for c in source.columns]].copy()
+        # With a blocking schema check the gap is reported by that check, which stops the
+        # load; the empty column only lets the other checks run and say what they see.
+        frame = frame.reindex(columns=[c.source_name for c in source.columns]).copy()
         frame.columns = [c.name for c in source.columns]
         types = {c.name: c.type for c in source.columns}
     else:
@@ -180,14 +202,14 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
 
     if source.columns:
         for c in source.columns:
-            if not c.nullable and frame[c.name].isna().any():
+            if not c.nullable and c.source_name not in missing and frame[c.name].isna().any():
                 bad = frame[c.name][frame[c.name].isna()]
                 raise SourceDataError(
                     f"column {c.name!r} is declared nullable: false but {len(bad)} row(s) are empty "
                     f"(first at row {int(bad.index[0]) + 1})"
                 )
 
-    stats = {"rows_in": len(frame)}
+    stats: dict[str, Any] = {"rows_in": len(frame)}
     before = len(frame)
     frame = frame.drop_duplicates(ignore_index=True)
     stats["exact_duplicates_dropped"] = before - len(frame)
@@ -200,4 +222,10 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
     stats["key_duplicates_collapsed"] = before - len(frame)
     frame["record_hash"] = record_hashes(frame, types)
     stats["rows_out"] = len(frame)
+    stats["raw_columns"] = raw_columns
+    stats["missing_columns"] = missing
     return Normalized(frame, types, stats)
+
+
+def _blocking_schema_check(source: Any) -> bool:
+    return any(getattr(c, "type", None) == "schema" and c.severity == "error" for c in source.checks)

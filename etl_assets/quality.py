@@ -1,41 +1,59 @@
 """Data quality: the spec's checks as great-expectations 1.x suites and Dagster asset checks.
 
+Column checks, `expectation` (any GX expectation by name) and the column-set part of `schema`
+run through GX. `relationship` and `row_count_anomaly` need the warehouse and `freshness` the
+partition's window, so they are evaluated here directly. Rows failing a check with severity
+`quarantine` are set aside instead of blocking the load.
+
 great_expectations is imported inside functions: it takes seconds to import and only
 validation steps need it, so definition loading stays fast.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+from psycopg import sql
 
 from etl_assets.spec import (
     BetweenCheck,
+    ExpectationCheck,
+    FreshnessCheck,
     InSetCheck,
     NotNullCheck,
     RegexCheck,
+    RelationshipCheck,
+    RowCountAnomalyCheck,
     RowCountCheck,
+    SchemaCheck,
     UniqueCheck,
     check_name,
+    parse_duration,
 )
 
 SAMPLE_SIZE = 10
+# Checks evaluated here rather than by a GX suite.
+_LOCAL = (RelationshipCheck, RowCountAnomalyCheck, FreshnessCheck, SchemaCheck)
 
 
 @dataclass
 class CheckOutcome:
     name: str
-    severity: str  # error | warn
+    severity: str  # error | warn | quarantine
     passed: bool
     description: str
     unexpected_count: int = 0
     element_count: int = 0
     samples: list[Any] = field(default_factory=list)
     observed: Any = None
+    message: str | None = None
 
     def merge(self, other: CheckOutcome) -> CheckOutcome:
         return CheckOutcome(
@@ -47,6 +65,7 @@ class CheckOutcome:
             self.element_count + other.element_count,
             (self.samples + other.samples)[:SAMPLE_SIZE],
             other.observed if other.observed is not None else self.observed,
+            "; ".join(m for m in (self.message, other.message) if m) or None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,7 +78,32 @@ class CheckOutcome:
             "element_count": self.element_count,
             "samples": [_jsonable(v) for v in self.samples],
             "observed": _jsonable(self.observed),
+            "message": self.message,
         }
+
+
+@dataclass
+class PartitionQuality:
+    """One partition's check outcomes, the rows to quarantine and the GX result document."""
+
+    outcomes: list[CheckOutcome]
+    quarantine: pd.DataFrame  # the failing rows, with _check and _reason
+    keep: np.ndarray  # boolean mask of rows that load
+    document: dict[str, Any]
+
+
+@dataclass
+class CheckContext:
+    """What checks beyond the frame itself may consult."""
+
+    window_start: Any = None
+    window_end: Any = None
+    partition: str | None = None
+    missing_columns: list[str] = field(default_factory=list)
+    raw_columns: dict[str, str] = field(default_factory=dict)  # source column -> raw dtype
+    query: Any = None  # (psycopg.sql statement, params) -> DataFrame, against the warehouse
+    targets: dict[str, str] = field(default_factory=dict)  # source name -> schema.table
+    own_target: str | None = None
 
 
 def describe(check: Any, key: list[str]) -> str:
@@ -77,6 +121,17 @@ def describe(check: Any, key: list[str]) -> str:
         return f"{check.column} matches /{check.pattern}/"
     if isinstance(check, RowCountCheck):
         return f"row count is between {check.min or 0} and {check.max if check.max is not None else 'inf'}"
+    if isinstance(check, SchemaCheck):
+        return f"the source has {'exactly' if check.mode == 'exact' else 'at least'} the declared columns"
+    if isinstance(check, RelationshipCheck):
+        return f"every {check.column} exists in {check.to.source}.{check.to.column}"
+    if isinstance(check, RowCountAnomalyCheck):
+        hi = "inf" if check.max_ratio is None else check.max_ratio
+        return f"rows are {check.min_ratio}–{hi}× the median of the last {check.partitions} partitions"
+    if isinstance(check, FreshnessCheck):
+        return f"the newest {check.column or 'timestamp'} is within {check.max_age} of the window end"
+    if isinstance(check, ExpectationCheck):
+        return f"{check.expectation}({', '.join(f'{k}={v!r}' for k, v in check.kwargs.items())})"
     raise TypeError(check)
 
 
@@ -91,6 +146,41 @@ def check_specs(asset_key: dg.AssetKey, source: Any) -> list[dg.AssetCheckSpec]:
         )
         for c in source.checks
     ]
+
+
+_context: Any = None
+
+
+def _gx() -> tuple[Any, Any]:
+    global _context
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    if _context is None:
+        _context = gx.get_context(mode="ephemeral")
+        _context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return gx, _context
+
+
+def build_expectation(name: str, kwargs: dict[str, Any]) -> Any:
+    """A GX expectation from its class name; a clear ValueError for a bad name or argument."""
+    gx, _ = _gx()
+    cls = getattr(gx.expectations, name, None)
+    if not isinstance(cls, type):
+        import difflib
+
+        known = [n for n in dir(gx.expectations) if n.startswith("Expect")]
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise ValueError(
+            f"unknown great-expectations expectation {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    try:
+        return cls(**kwargs)
+    except Exception as e:  # pydantic's error for a bad argument, reduced to its first line
+        first = str(e).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0] if first else ""
+        raise ValueError(f"invalid arguments for {name}: {detail}") from None
 
 
 def _expectation(gx: Any, check: Any, key: list[str]) -> Any:
@@ -112,22 +202,9 @@ def _expectation(gx: Any, check: Any, key: list[str]) -> Any:
         return E.ExpectColumnValuesToMatchRegex(column=check.column, regex=check.pattern)
     if isinstance(check, RowCountCheck):
         return E.ExpectTableRowCountToBeBetween(min_value=check.min, max_value=check.max)
+    if isinstance(check, ExpectationCheck):
+        return build_expectation(check.expectation, check.kwargs)
     raise TypeError(check)
-
-
-_context: Any = None
-
-
-def _gx() -> tuple[Any, Any]:
-    global _context
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    if _context is None:
-        _context = gx.get_context(mode="ephemeral")
-        _context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return gx, _context
 
 
 def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,39 +220,201 @@ def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_checks(frame: pd.DataFrame, source: Any) -> list[CheckOutcome]:
-    """Validate one partition's frame against the source's checks, in one GX suite run."""
-    if not source.checks:
-        return []
+def _run_gx(frame: pd.DataFrame, source: Any, checks: list[Any], complete: bool) -> tuple[list[Any], dict[str, Any]]:
     gx, ctx = _gx()
     name = f"{source.name}_{id(frame)}"
     ds = ctx.data_sources.add_or_update_pandas(name)
-    asset = ds.add_dataframe_asset("frame")
-    batch_def = asset.add_batch_definition_whole_dataframe("whole")
-    batch = batch_def.get_batch(batch_parameters={"dataframe": _gx_frame(frame)})
-    suite = gx.ExpectationSuite(
-        name=name, expectations=[_expectation(gx, c, source.primary_key) for c in source.checks]
+    batch = (
+        ds.add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": _gx_frame(frame)})
     )
-    result = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
-    )
+    suite = gx.ExpectationSuite(name=name, expectations=[_expectation(gx, c, source.primary_key) for c in checks])
+    fmt: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
+    if complete:
+        fmt = {"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_SIZE, "return_unexpected_index_query": False}
+    result = batch.validate(suite, result_format=fmt)
     ctx.data_sources.delete(name)
-    outcomes = []
-    for check, res in zip(source.checks, result.results):
-        r = res.result or {}
-        outcomes.append(
-            CheckOutcome(
-                name=check_name(check),
-                severity=check.severity,
-                passed=bool(res.success),
-                description=describe(check, source.primary_key),
+    try:
+        document = result.to_json_dict()
+    except Exception:  # noqa: BLE001 - the document is a courtesy, the outcomes are what count
+        document = {"success": result.success}
+    return list(result.results), document
+
+
+def _outcome(check: Any, source: Any, passed: bool, **kw: Any) -> CheckOutcome:
+    return CheckOutcome(
+        name=check_name(check), severity=check.severity, passed=passed,
+        description=describe(check, source.primary_key), **kw,
+    )
+
+
+def _schema(check: SchemaCheck, source: Any, ctx: CheckContext) -> CheckOutcome:
+    if isinstance(check.columns, dict):
+        expected = dict(check.columns)
+    elif isinstance(check.columns, list):
+        expected = {c: "" for c in check.columns}
+    else:
+        expected = {c.source_name: c.type for c in source.columns}
+    have = ctx.raw_columns
+    missing = [c for c in expected if c not in have] or list(ctx.missing_columns)
+    extra = [c for c in have if c not in expected] if check.mode == "exact" else []
+    mistyped = []
+    from etl_assets.normalize import infer_type_name
+
+    for c, want in expected.items():
+        got = have.get(c)
+        if want and got and got != "string" and infer_type_name(got) not in (want, None):
+            mistyped.append(f"{c} is {infer_type_name(got)}, expected {want}")
+    problems = (
+        [f"missing column(s): {', '.join(missing)}"] if missing else []
+    ) + ([f"unexpected column(s): {', '.join(extra)}"] if extra else []) + mistyped
+    return _outcome(
+        check, source, not problems,
+        unexpected_count=len(missing) + len(extra) + len(mistyped),
+        element_count=len(expected),
+        samples=(missing + extra)[:SAMPLE_SIZE],
+        observed=sorted(have),
+        message="; ".join(problems) or None,
+    )
+
+
+def _relationship(check: RelationshipCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> tuple[CheckOutcome, np.ndarray]:
+    values = frame[check.column]
+    present = values.notna().to_numpy()
+    distinct = sorted({str(v) for v in values[present]})
+    orphans: set[str] = set()
+    if distinct:
+        table = ctx.targets[check.to.source]
+        found = ctx.query(
+            sql.SQL(
+                "SELECT DISTINCT u.v FROM unnest(%(vals)s::text[]) AS u(v) "
+                "WHERE NOT EXISTS (SELECT 1 FROM {tbl} t WHERE t.{col}::text = u.v)"
+            ).format(tbl=sql.Identifier(*table.split(".")), col=sql.Identifier(check.to.column)),
+            {"vals": distinct},
+        )
+        orphans = set(found.iloc[:, 0].astype(str)) if len(found) else set()
+    bad = present & values.astype("string").isin(list(orphans)).fillna(False).to_numpy(dtype=bool)
+    samples = sorted(orphans)[:SAMPLE_SIZE]
+    return (
+        _outcome(check, source, not bad.any(), unexpected_count=int(bad.sum()), element_count=int(present.sum()),
+                 samples=samples, observed=f"{len(orphans)} orphan value(s)",
+                 message=f"{int(bad.sum())} row(s) reference {check.to.source}.{check.to.column} values that were never loaded" if bad.any() else None),
+        bad,
+    )
+
+
+def _anomaly(check: RowCountAnomalyCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> CheckOutcome:
+    history = ctx.query(
+        sql.SQL(
+            "SELECT _partition, count(*) AS n FROM {tbl} WHERE _partition < %(k)s "
+            "GROUP BY _partition ORDER BY _partition DESC LIMIT %(lim)s"
+        ).format(tbl=sql.Identifier(*ctx.own_target.split("."))),
+        {"k": ctx.partition, "lim": check.partitions},
+    ) if ctx.own_target and _exists(ctx) else pd.DataFrame(columns=["_partition", "n"])
+    counts = [int(n) for n in history["n"]] if len(history) else []
+    rows = len(frame)
+    if len(counts) < check.min_history:
+        return _outcome(check, source, True, element_count=rows,
+                        observed=f"{rows} rows; only {len(counts)} earlier partition(s), need {check.min_history}")
+    median = statistics.median(counts)
+    ratio = rows / median if median else float("inf")
+    ok = ratio >= check.min_ratio and (check.max_ratio is None or ratio <= check.max_ratio)
+    return _outcome(
+        check, source, ok, unexpected_count=0 if ok else 1, element_count=rows,
+        observed={"rows": rows, "median": median, "ratio": round(ratio, 3), "history": counts},
+        message=None if ok else f"{rows} rows is {ratio:.2f}× the median {median:g} of the last {len(counts)} partitions",
+    )
+
+
+def _exists(ctx: CheckContext) -> bool:
+    found = ctx.query(sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL AS ok"), {"t": ctx.own_target})
+    return bool(found.iloc[0, 0])
+
+
+def _freshness(check: FreshnessCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> CheckOutcome:
+    column = check.column or source.timestamp_column
+    newest = frame[column].max() if len(frame) else None
+    limit = pd.Timestamp(ctx.window_end) - parse_duration(check.max_age)
+    ok = newest is not None and not pd.isna(newest) and pd.Timestamp(newest) >= limit
+    return _outcome(
+        check, source, bool(ok), unexpected_count=0 if ok else 1, element_count=len(frame),
+        observed=str(newest) if newest is not None else None,
+        message=None if ok else (
+            f"newest {column} is {newest}, older than {check.max_age} before the window end {pd.Timestamp(ctx.window_end).isoformat()}"
+            if newest is not None else "no rows in the window"
+        ),
+    )
+
+
+def run_checks(frame: pd.DataFrame, source: Any, ctx: CheckContext | None = None) -> PartitionQuality:
+    """Validate one partition's frame against the source's checks."""
+    ctx = ctx or CheckContext()
+    keep = np.ones(len(frame), dtype=bool)
+    empty_q = frame.iloc[0:0].assign(_check=pd.Series(dtype="string"), _reason=pd.Series(dtype="string"))
+    if not source.checks:
+        return PartitionQuality([], empty_q, keep, {})
+    outcomes: dict[str, CheckOutcome] = {}
+    failing: dict[str, np.ndarray] = {}
+    gx_checks = [c for c in source.checks if not isinstance(c, _LOCAL)]
+    document: dict[str, Any] = {}
+    if gx_checks:
+        complete = any(c.severity == "quarantine" for c in gx_checks)
+        results, document = _run_gx(frame, source, gx_checks, complete)
+        for check, res in zip(gx_checks, results):
+            r = res.result or {}
+            o = _outcome(
+                check, source, bool(res.success),
                 unexpected_count=int(r.get("unexpected_count") or 0),
                 element_count=int(r.get("element_count") or len(frame)),
                 samples=list(r.get("partial_unexpected_list") or [])[:SAMPLE_SIZE],
                 observed=r.get("observed_value"),
             )
-        )
-    return outcomes
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                o.passed, o.message = False, str(res.exception_info.get("exception_message"))[:300]
+            outcomes[o.name] = o
+            if check.severity == "quarantine" and not res.success:
+                mask = np.zeros(len(frame), dtype=bool)
+                idx = [i for i in (r.get("unexpected_index_list") or []) if isinstance(i, (int, np.integer))]
+                mask[np.asarray(idx, dtype=int)] = True
+                failing[o.name] = mask
+    for check in source.checks:
+        if isinstance(check, SchemaCheck):
+            outcomes[check_name(check)] = _schema(check, source, ctx)
+        elif isinstance(check, RelationshipCheck):
+            o, bad = _relationship(check, source, frame, ctx)
+            outcomes[o.name] = o
+            if check.severity == "quarantine" and bad.any():
+                failing[o.name] = bad
+        elif isinstance(check, RowCountAnomalyCheck):
+            outcomes[check_name(check)] = _anomaly(check, source, frame, ctx)
+        elif isinstance(check, FreshnessCheck):
+            outcomes[check_name(check)] = _freshness(check, source, frame, ctx)
+    ordered = [outcomes[check_name(c)] for c in source.checks]
+    quarantine = empty_q
+    if failing:
+        names = list(failing)
+        any_bad = np.logical_or.reduce([failing[n] for n in names])
+        keep = ~any_bad
+        reasons = []
+        checks = []
+        by_name = {check_name(c): c for c in source.checks}
+        for i in np.flatnonzero(any_bad):
+            hit = [n for n in names if failing[n][i]]
+            checks.append(", ".join(hit))
+            reasons.append("; ".join(describe(by_name[n], source.primary_key) + " failed" for n in hit))
+        quarantine = frame.iloc[np.flatnonzero(any_bad)].assign(
+            _check=pd.array(checks, dtype="string"), _reason=pd.array(reasons, dtype="string")
+        ).reset_index(drop=True)
+    document = {
+        "partition": ctx.partition,
+        "source": source.name,
+        "great_expectations": document,
+        "checks": [o.as_dict() for o in ordered],
+        "rows": len(frame),
+        "rows_quarantined": int((~keep).sum()),
+    }
+    return PartitionQuality(ordered, quarantine, keep, document)
 
 
 def merge_outcomes(per_partition: list[list[CheckOutcome]]) -> list[CheckOutcome]:
@@ -187,19 +426,23 @@ def merge_outcomes(per_partition: list[list[CheckOutcome]]) -> list[CheckOutcome
 
 
 def check_result(asset_key: dg.AssetKey, outcome: CheckOutcome, partitions: list[str]) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if outcome.severity == "error" else dg.AssetCheckSeverity.WARN
+    metadata = {
+        "unexpected_count": dg.MetadataValue.int(outcome.unexpected_count),
+        "element_count": dg.MetadataValue.int(outcome.element_count),
+        "sample_values": dg.MetadataValue.json([_jsonable(v) for v in outcome.samples]),
+        "observed_value": dg.MetadataValue.text(json.dumps(_jsonable(outcome.observed), default=str)),
+        "partitions": dg.MetadataValue.text(", ".join(partitions)),
+    }
+    if outcome.message:
+        metadata["message"] = dg.MetadataValue.text(outcome.message)
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=outcome.name,
         passed=outcome.passed,
-        severity=dg.AssetCheckSeverity.ERROR if outcome.severity == "error" else dg.AssetCheckSeverity.WARN,
-        description=outcome.description,
-        metadata={
-            "unexpected_count": dg.MetadataValue.int(outcome.unexpected_count),
-            "element_count": dg.MetadataValue.int(outcome.element_count),
-            "sample_values": dg.MetadataValue.json([_jsonable(v) for v in outcome.samples]),
-            "observed_value": dg.MetadataValue.text(str(_jsonable(outcome.observed))),
-            "partitions": dg.MetadataValue.text(", ".join(partitions)),
-        },
+        severity=severity,
+        description=outcome.message or outcome.description,
+        metadata=metadata,
     )
 
 
@@ -208,6 +451,8 @@ def _jsonable(v: Any) -> Any:
         return v
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
     if hasattr(v, "isoformat"):
         return v.isoformat()
     try:

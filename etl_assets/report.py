@@ -36,6 +36,7 @@ class SourceSummary:
     updated: int | None = None
     unchanged: int | None = None
     deleted: int | None = None
+    quarantined: int | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -66,6 +67,29 @@ def chart_png(frame: pd.DataFrame, kpi: KpiSpec) -> str | None:
     ax.set_title(kpi.title or kpi.name)
     ax.set_ylabel(kpi.chart.y)
     ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def trend_png(trend: dict[str, list[tuple[str, int]]]) -> str | None:
+    """Rows per partition for each source over the last partitions: a break shows at a glance."""
+    if not any(trend.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 2.6), dpi=100)
+    for name, points in trend.items():
+        if points:
+            ax.plot([p for p, _ in points], [n for _, n in points], marker="o", label=name)
+    ax.set_title("Rows per partition")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -109,6 +133,7 @@ def render(
     *,
     status: str = "success",
     status_reason: str = "",
+    trend: dict[str, list[tuple[str, int]]] | None = None,
 ) -> tuple[str, str]:
     context = {
         "title": spec.report.title or f"{spec.name} report",
@@ -127,6 +152,7 @@ def render(
             }
             for k, df in kpis
         ],
+        "trend": trend_png(trend or {}),
         "sources": [
             {**s.__dict__, **{k: ("" if v is None else v) for k, v in s.__dict__.items() if k != "checks"}}
             for s in sources

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -69,9 +69,29 @@ class Strict(BaseModel):
 # --- checks ---------------------------------------------------------------------------------
 
 
+class RelationshipTarget(Strict):
+    source: str
+    column: str
+
+
+ColumnTypeName = Literal["string", "integer", "float", "boolean", "date", "timestamp"]
+
+
 class _Check(Strict):
     name: str | None = None
-    severity: Literal["error", "warn"] = "error"
+    # error: blocks the load; warn: loads and reports; quarantine (row-level checks only):
+    # failing rows go to <table>__quarantine and the passing rows load.
+    severity: Literal["error", "warn", "quarantine"] = "error"
+    row_level: ClassVar[bool] = False
+
+    def is_row_level(self) -> bool:
+        return self.row_level
+
+    @model_validator(mode="after")
+    def _quarantine_rows_only(self) -> _Check:
+        if self.severity == "quarantine" and not self.is_row_level():
+            raise ValueError(f"severity quarantine needs a row-level check, not {self.type}")  # type: ignore[attr-defined]
+        return self
 
     @field_validator("name")
     @classmethod
@@ -84,6 +104,7 @@ class _Check(Strict):
 
 
 class NotNullCheck(_Check):
+    row_level: ClassVar[bool] = True
     type: Literal["not_null"]
     column: str
 
@@ -103,6 +124,7 @@ class UniqueCheck(_Check):
 
 
 class BetweenCheck(_Check):
+    row_level: ClassVar[bool] = True
     type: Literal["between"]
     column: str
     min: float | None = None
@@ -119,6 +141,7 @@ class BetweenCheck(_Check):
 
 
 class InSetCheck(_Check):
+    row_level: ClassVar[bool] = True
     type: Literal["in_set"]
     column: str
     values: list[Any] = Field(min_length=1)
@@ -128,6 +151,7 @@ class InSetCheck(_Check):
 
 
 class RegexCheck(_Check):
+    row_level: ClassVar[bool] = True
     type: Literal["regex"]
     column: str
     pattern: str
@@ -154,8 +178,91 @@ class RowCountCheck(_Check):
         return "row_count"
 
 
+class SchemaCheck(_Check):
+    """The source's column set (and types): exactly these, or at least these."""
+
+    type: Literal["schema"]
+    mode: Literal["exact", "at_least"] = "at_least"
+    columns: dict[str, ColumnTypeName] | list[str] | None = None  # default: the declared columns
+
+    def default_name(self) -> str:
+        return "schema"
+
+
+class RelationshipCheck(_Check):
+    """Every value of `column` exists in another source's loaded table."""
+
+    row_level: ClassVar[bool] = True
+    type: Literal["relationship"]
+    column: str
+    to: RelationshipTarget
+
+    def default_name(self) -> str:
+        return f"relationship_{self.column}"
+
+
+class RowCountAnomalyCheck(_Check):
+    """This partition's rows against the median of the last `partitions` loaded ones."""
+
+    type: Literal["row_count_anomaly"]
+    partitions: int = Field(default=8, ge=1, le=100)
+    min_ratio: float = Field(default=0.5, ge=0)
+    max_ratio: float | None = Field(default=2.0, gt=0)
+    min_history: int = Field(default=3, ge=1)
+
+    def default_name(self) -> str:
+        return "row_count_anomaly"
+
+
+class FreshnessCheck(_Check):
+    """The newest `column` value (default: timestamp_column) is within `max_age` of the window end."""
+
+    type: Literal["freshness"]
+    column: str | None = None
+    max_age: str
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    def default_name(self) -> str:
+        return "freshness"
+
+
+class ExpectationCheck(_Check):
+    """Any great-expectations 1.x expectation by class name, with its keyword arguments."""
+
+    type: Literal["expectation"]
+    expectation: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exists(self) -> ExpectationCheck:
+        # Importing great_expectations is slow, so it happens only for specs that use this.
+        from etl_assets.quality import build_expectation
+
+        build_expectation(self.expectation, self.kwargs)
+        return self
+
+    def is_row_level(self) -> bool:
+        return isinstance(self.kwargs.get("column"), str)
+
+    def columns_used(self) -> list[str]:
+        return [self.kwargs["column"]] if isinstance(self.kwargs.get("column"), str) else []
+
+    def default_name(self) -> str:
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", self.expectation).lower()
+        col = self.kwargs.get("column")
+        return (snake + (f"_{col}" if isinstance(col, str) else ""))[:63]
+
+
 CheckSpec = Annotated[
-    Union[NotNullCheck, UniqueCheck, BetweenCheck, InSetCheck, RegexCheck, RowCountCheck],
+    Union[
+        NotNullCheck, UniqueCheck, BetweenCheck, InSetCheck, RegexCheck, RowCountCheck,
+        SchemaCheck, RelationshipCheck, RowCountAnomalyCheck, FreshnessCheck, ExpectationCheck,
+    ],
     Field(discriminator="type"),
 ]
 
@@ -281,7 +388,16 @@ class _Source(Strict):
         for c in self.checks:
             if isinstance(c, UniqueCheck) and not (c.columns or self.primary_key):
                 raise ValueError("a unique check needs columns or a primary_key")
+            if isinstance(c, FreshnessCheck) and not (c.column or self.timestamp_column):
+                raise ValueError("a freshness check needs column or the source's timestamp_column")
+            if isinstance(c, SchemaCheck) and c.columns is None and self.columns is None:
+                raise ValueError("a schema check needs columns, or the source's columns declared")
         return self
+
+    @property
+    def schema_checked(self) -> bool:
+        """A schema check wants to see every source column, so extraction reads them all."""
+        return any(getattr(c, "type", None) == "schema" for c in self.checks)
 
     @property
     def lookback_delta(self) -> dt.timedelta:
@@ -727,6 +843,24 @@ class PipelineSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _relationships(self) -> PipelineSpec:
+        names = {s.name: s for s in self.sources}
+        for i, s in enumerate(self.sources):
+            for c in s.checks:
+                if getattr(c, "type", None) != "relationship":
+                    continue
+                other = names.get(c.to.source)
+                where = f"sources[{i}].checks ({check_name(c)}).to"
+                if other is None or other.name == s.name:
+                    raise ValueError(f"{where}.source: {c.to.source!r} is not another source of {self.name}")
+                if other.columns is not None and c.to.column not in {x.name for x in other.columns}:
+                    raise ValueError(f"{where}.column: {other.name} has no column {c.to.column!r}")
+                back = [x for x in other.checks if getattr(x, "type", None) == "relationship" and x.to.source == s.name]
+                if back:
+                    raise ValueError(f"{where}: {s.name} and {other.name} cannot each depend on the other")
+        return self
+
+    @model_validator(mode="after")
     def _targets(self) -> PipelineSpec:
         seen: dict[str, str] = {}
         for s in self.sources:
@@ -772,7 +906,10 @@ def _format_loc(loc: Iterable[Any]) -> str:
     return out
 
 
-_CHECK_TYPES = ("not_null", "unique", "between", "in_set", "regex", "row_count")
+_CHECK_TYPES = (
+    "not_null", "unique", "between", "in_set", "regex", "row_count",
+    "schema", "relationship", "row_count_anomaly", "freshness", "expectation",
+)
 
 
 def _format_error(err: dict[str, Any]) -> str:

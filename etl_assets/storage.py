@@ -160,3 +160,29 @@ class ParquetIOManagerResource(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ParquetIOManager:
         return ParquetIOManager(base_path=UPath(self.base_path))
+
+
+def side_path(base: str, pipeline: str, kind: str, source: str, key: str, ext: str) -> UPath:
+    """Files beside the layers: `<base>/<pipeline>/<kind>/<source>/<partition>.<ext>`."""
+    return UPath(base) / pipeline / kind / source / f"{key}.{ext}"
+
+
+def write_atomic(path: UPath, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+    tmp.rename(path)
+
+
+def write_frame(path: UPath, frame: pd.DataFrame) -> None:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression="zstd")
+    write_atomic(path, buf.getvalue())
+
+
+def read_frame(path: UPath) -> pd.DataFrame:
+    with path.open("rb") as f:
+        return pd.read_parquet(f)

@@ -48,9 +48,18 @@ class LoadCounts:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    quarantined: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def quarantine_table(target: str) -> str:
+    schema, table = target.split(".")
+    name = f"{table}__quarantine"
+    if len(name) > 63:
+        name = f"{table[:40]}_{hashlib.md5(table.encode()).hexdigest()[:8]}__quarantine"
+    return f"{schema}.{name}"
 
 
 def lock_key(*parts: str) -> int:
@@ -78,9 +87,17 @@ class Warehouse:
     # --- tables -----------------------------------------------------------------------------
 
     def ensure_table(
-        self, conn: psycopg.Connection, target: str, types: dict[str, str], key: list[str]
+        self,
+        conn: psycopg.Connection,
+        target: str,
+        types: dict[str, str],
+        key: list[str],
+        *,
+        quarantine: bool = False,
     ) -> None:
         schema, table = target.split(".")
+        if quarantine:
+            self._ensure_quarantine(conn, target, types)
         with conn.transaction():
             # Two runs creating the same table at once would race on the catalog.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl", target),))
@@ -129,6 +146,28 @@ class Warehouse:
                         f"warehouse but the spec makes it {want}"
                     )
 
+    def _ensure_quarantine(self, conn: psycopg.Connection, target: str, types: dict[str, str]) -> None:
+        """`<table>__quarantine`: rows set aside by quarantine checks, with why and when."""
+        schema, table = quarantine_table(target).split(".")
+        cols = [
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(PG_TYPES[t])) for c, t in types.items()
+        ] + [
+            sql.SQL(d)
+            for d in (
+                "record_hash text", "_check text NOT NULL", "_reason text NOT NULL",
+                "_partition text NOT NULL", "_run_id text NOT NULL",
+                "_quarantined_at timestamp with time zone NOT NULL DEFAULT now()",
+            )
+        ]
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl", target),))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                    sql.Identifier(schema, table), sql.SQL(", ").join(cols)
+                )
+            )
+
     # --- loads ------------------------------------------------------------------------------
 
     def load_partition(
@@ -142,8 +181,13 @@ class Warehouse:
         partition: str,
         run_id: str,
         strategy: str,
+        quarantine: pd.DataFrame | None = None,
     ) -> LoadCounts:
-        """Load one partition in one transaction. Concurrent loads of it are serialized."""
+        """Load one partition in one transaction. Concurrent loads of it are serialized.
+
+        With `quarantine`, the partition's rows in `<table>__quarantine` are replaced by it in
+        the same transaction, so a rerun never duplicates them.
+        """
         schema, table = target.split(".")
         tgt = sql.Identifier(schema, table)
         cols = list(types)
@@ -167,6 +211,8 @@ class Warehouse:
                     )
                 )
             conn.execute("ANALYZE _stage")
+            if quarantine is not None:
+                counts.quarantined = self._replace_quarantine(conn, target, cols, partition, run_id, quarantine)
             key_match = sql.SQL(" AND ").join(
                 sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in key
             )
@@ -229,6 +275,19 @@ class Warehouse:
             conn.execute("DROP TABLE _stage")
         return counts
 
+    def _replace_quarantine(
+        self, conn: psycopg.Connection, target: str, cols: list[str], partition: str, run_id: str,
+        frame: pd.DataFrame,
+    ) -> int:
+        qt = sql.Identifier(*quarantine_table(target).split("."))
+        conn.execute(sql.SQL("DELETE FROM {} WHERE _partition = %s").format(qt), (partition,))
+        q_cols = cols + ["record_hash", "_check", "_reason", "_partition", "_run_id"]
+        rows = frame.reindex(columns=cols + ["record_hash", "_check", "_reason"]).assign(
+            _partition=partition, _run_id=run_id
+        )
+        self._copy_in(conn, quarantine_table(target), q_cols, rows)
+        return len(frame)
+
     @staticmethod
     def _copy_in(conn: psycopg.Connection, table: str, cols: list[str], frame: pd.DataFrame) -> None:
         if not len(frame):
@@ -237,7 +296,7 @@ class Warehouse:
         buf = io.BytesIO()
         pacsv.write_csv(arrow, buf, pacsv.WriteOptions(include_header=False))
         stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols))
+            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, cols))
         )
         with conn.cursor().copy(stmt) as copy:
             view = buf.getbuffer()
@@ -248,9 +307,13 @@ class Warehouse:
     # --- queries ----------------------------------------------------------------------------
 
     def query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        """A spec's SQL with `:name` parameters (KPIs), values bound."""
         stmt, bound = bind_named(text, params)
+        return self.run(stmt, bound)
+
+    def run(self, stmt: sql.Composable, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self.connect() as conn:
-            cur = conn.execute(stmt, bound)
+            cur = conn.execute(stmt, params)
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
 

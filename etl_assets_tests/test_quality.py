@@ -1,0 +1,177 @@
+"""Data-quality checks that catch real incidents, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+
+from etl_assets.assets import asset_key
+from etl_assets.spec import SpecError, parse_pipeline
+
+from .conftest import create_orders, make_spec, query
+from .test_assets import materialize, meta, ny, orders_rows
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def with_checks(checks: list[dict[str, Any]], **extra: Any):
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0]["checks"] = checks
+    data.update(extra)
+    return parse_pipeline(data, "shop.yaml")
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+LOADED = asset_key("shop", "loaded", "orders")
+
+
+def test_dropped_column_is_named_by_the_blocking_schema_check(etl_env, instance) -> None:
+    spec = with_checks([{"type": "schema", "severity": "error"}])
+    with psycopg.connect(etl_env["TEST_SOURCE_URL"]) as conn:
+        conn.execute(
+            "CREATE SCHEMA src; CREATE TABLE src.orders (order_id bigint, customer text, updated_at timestamptz);"
+            "INSERT INTO src.orders VALUES (1, 'a', '2025-03-10T12:00:00Z'), (2, 'b', '2025-03-11T12:00:00Z')"
+        )
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert not result.success
+    schema = evaluations(result)["schema"]
+    assert schema.passed is False
+    assert schema.metadata["message"].value == "missing column(s): amount"
+    assert schema.metadata["sample_values"].value == ["amount"]
+    assert LOADED not in {e.asset_key for e in result.get_asset_materialization_events()}
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT to_regclass('mart.orders')") == [(None,)]
+
+
+def test_exact_schema_reports_a_new_column(etl_env, instance) -> None:
+    spec = with_checks([{"type": "schema", "mode": "exact", "severity": "warn"}])
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(3, ny(2025, 3, 10), dt.timedelta(hours=1)))
+    with psycopg.connect(etl_env["TEST_SOURCE_URL"]) as conn:
+        conn.execute("ALTER TABLE src.orders ADD COLUMN coupon text")
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0].pop("columns")  # read every source column, so the new one shows
+    data["sources"][0]["checks"][0]["columns"] = {"order_id": "integer", "customer": "string", "amount": "float", "updated_at": "timestamp"}
+    result = materialize(parse_pipeline(data, "shop.yaml"), etl_env, instance, partition_key="2025-03-09")
+    assert result.success  # a warning loads
+    schema = evaluations(result)["schema"]
+    assert schema.passed is False
+    assert schema.metadata["message"].value == "unexpected column(s): coupon"
+
+
+def test_ninety_percent_row_drop_blocks_the_load(etl_env, instance) -> None:
+    spec = with_checks([{"type": "row_count_anomaly", "partitions": 4, "min_ratio": 0.5, "severity": "error"}])
+    rows = []
+    for w, start in enumerate([ny(2025, 2, 9), ny(2025, 2, 16), ny(2025, 2, 23), ny(2025, 3, 2)]):
+        rows += [(w * 1000 + i, "c", "1", start + dt.timedelta(hours=1 + i)) for i in range(100)]
+    rows += [(9000 + i, "c", "1", ny(2025, 3, 9, 1 + i)) for i in range(10)]
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    history = materialize(spec, etl_env, instance, tags={
+        "dagster/asset_partition_range_start": "2025-02-09", "dagster/asset_partition_range_end": "2025-03-02"})
+    assert history.success
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert not result.success
+    anomaly = evaluations(result)["row_count_anomaly"]
+    assert anomaly.passed is False
+    assert anomaly.metadata["message"].value == "10 rows is 0.10× the median 100 of the last 4 partitions"
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT count(*) FROM mart.orders WHERE _partition = '2025-03-09'") == [(0,)]
+
+
+def test_orphan_foreign_keys_warn_with_count_and_samples(etl_env, instance) -> None:
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0]["checks"] = [
+        {"type": "relationship", "column": "customer", "to": {"source": "customers", "column": "name"}, "severity": "warn"}
+    ]
+    data["sources"].append(
+        {
+            "name": "customers", "kind": "postgres", "connection": {"url": "${TEST_SOURCE_URL}"},
+            "table": "src.customers", "mode": "full", "primary_key": ["name"],
+            "columns": [{"name": "name"}], "load": {"target": "mart.customers"},
+        }
+    )
+    spec = parse_pipeline(data, "shop.yaml")
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(14, ny(2025, 3, 10), dt.timedelta(hours=2)))
+    with psycopg.connect(etl_env["TEST_SOURCE_URL"]) as conn:
+        conn.execute("CREATE TABLE src.customers (name text primary key)")
+        conn.execute("INSERT INTO src.customers SELECT 'cust' || g FROM generate_series(0, 4) g")
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert result.success
+    rel = evaluations(result)["relationship_customer"]
+    assert rel.passed is False and rel.severity == dg.AssetCheckSeverity.WARN
+    # customers cust5 and cust6 never arrived: orders 5, 6, 12, 13 reference them
+    assert rel.metadata["unexpected_count"].value == 4
+    assert rel.metadata["sample_values"].value == ["cust5", "cust6"]
+    assert meta(result, LOADED)["inserted"] == 14
+
+
+def test_quarantine_loads_good_rows_and_reruns_replace_bad_ones(etl_env, instance) -> None:
+    spec = with_checks([{"type": "between", "column": "amount", "min": 0, "severity": "quarantine"}])
+    rows = orders_rows(10, ny(2025, 3, 10), dt.timedelta(hours=1))
+    rows[2] = (3, "cust3", "-3.00", rows[2][3])
+    rows[6] = (7, "cust0", "-1.00", rows[6][3])
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    for _ in range(2):
+        result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+        assert result.success
+        m = meta(result, LOADED)
+        assert m["quarantined"] == 2
+        assert meta(result, asset_key("shop", "validated", "orders"))["rows_quarantined"] == 2
+        assert query(wh, "SELECT count(*) FROM mart.orders") == [(8,)]
+        assert query(wh, "SELECT order_id, amount, _check, _reason, _partition FROM mart.orders__quarantine ORDER BY 1") == [
+            (3, -3.0, "between_amount", "amount is between 0.0 and inf failed", "2025-03-09"),
+            (7, -1.0, "between_amount", "amount is between 0.0 and inf failed", "2025-03-09"),
+        ]
+    doc = json.loads((Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / "quality" / "orders" / "2025-03-09.json").read_text())
+    assert doc["rows_quarantined"] == 2
+    assert doc["checks"][0]["unexpected_count"] == 2
+    assert doc["great_expectations"]["success"] is False
+
+
+def test_stale_feed_fails_freshness(etl_env, instance) -> None:
+    spec = with_checks([{"type": "freshness", "max_age": "2d", "severity": "warn"}])
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(5, ny(2025, 3, 9, 1), dt.timedelta(hours=1)))
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    fresh = evaluations(result)["freshness"]
+    assert fresh.passed is False
+    assert fresh.metadata["message"].value == (
+        "newest updated_at is 2025-03-09 10:00:00+00:00, older than 2d before the window end 2025-03-16T00:00:00-04:00"
+    )
+
+
+def test_any_gx_expectation_by_name(etl_env, instance) -> None:
+    spec = with_checks([
+        {"type": "expectation", "expectation": "ExpectColumnValueLengthsToBeBetween",
+         "kwargs": {"column": "customer", "min_value": 5, "max_value": 5}, "severity": "warn"}
+    ])
+    rows = orders_rows(4, ny(2025, 3, 10), dt.timedelta(hours=1))
+    rows[1] = (2, "customer-two", "2", rows[1][3])
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    check = evaluations(result)["expect_column_value_lengths_to_be_between_customer"]
+    assert check.passed is False
+    assert check.metadata["unexpected_count"].value == 1
+    assert check.metadata["sample_values"].value == ["customer-two"]
+
+
+def test_bad_expectations_are_spec_errors() -> None:
+    with pytest.raises(SpecError) as e:
+        with_checks([{"type": "expectation", "expectation": "ExpectColumnValuesToBeUniqe", "kwargs": {"column": "customer"}}])
+    assert "unknown great-expectations expectation 'ExpectColumnValuesToBeUniqe' (did you mean 'ExpectColumnValuesToBeUnique'?)" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        with_checks([{"type": "expectation", "expectation": "ExpectColumnValuesToBeBetween", "kwargs": {"colum": "amount"}}])
+    assert "sources[0].checks[0]: invalid arguments for ExpectColumnValuesToBeBetween" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        with_checks([{"type": "row_count", "min": 1, "severity": "quarantine"}])
+    assert "severity quarantine needs a row-level check, not row_count" in str(e.value)
