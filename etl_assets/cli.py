@@ -195,6 +195,31 @@ def show(run_id: str, as_json: bool) -> None:
     click.echo(json.dumps(run, default=str, indent=2) if as_json else explain(run, os.environ["ETL_STORAGE_DIR"]))
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def prune(dry_run: bool, as_json: bool) -> None:
+    """Delete runs, history and files past each pipeline's retention (never a latest success)."""
+    import dagster as dg
+
+    from etl_assets import embedded, retention
+
+    server = embedded.configure()  # noqa: F841
+    specs = _specs()
+    with dg.DagsterInstance.get() as instance:
+        items = retention.prune(
+            instance, specs, warehouse_url=os.environ["ETL_WAREHOUSE_URL"],
+            storage_dir=os.environ["ETL_STORAGE_DIR"], dry_run=dry_run,
+        )
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "items": [i.as_dict() for i in items]}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for i in items:
+        click.echo(f"{verb} {i.kind:<11} {i.pipeline:<14} {i.age_days:>6.1f}d  {i.what}")
+    click.echo(f"{len(items)} item(s) {verb}" if items else "nothing is past its retention")
+
+
 @main.group()
 @click.option("--url", default="http://127.0.0.1:3000", show_default=True, envvar="ETL_WEBSERVER_URL",
               help="The running Dagster webserver.")

@@ -1,8 +1,8 @@
 """The only place that touches Dagster's private modules (`dagster._*`).
 
 Each function wraps one internal the public API lacks: cron validation and tick times
-exactly as the scheduler computes them, stopping a schedule from code, and one scheduler
-daemon iteration at a chosen instant. Pinned to dagster 1.13.x; `etl_assets_tests/test_dagster_internal.py` fails first
+exactly as the scheduler computes them, stopping a schedule from code, one scheduler
+daemon iteration at a chosen instant, and a run launcher whose workers run monitoring can check. Pinned to dagster 1.13.x; `etl_assets_tests/test_dagster_internal.py` fails first
 when an upgrade moves them.
 """
 
@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -98,3 +99,54 @@ def run_scheduler_iteration(
     if errors:
         # The daemon only logs these and carries on; a caller asking for one iteration wants them.
         raise RuntimeError("\n".join(e.to_string() for e in errors))
+
+
+def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid the run worker reported when it started ("Started process for run (pid: N)")."""
+    pid = None
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        value = getattr((data.metadata or {}).get("pid"), "value", None) if data else None
+        if value and str(value).isdigit():
+            pid = int(value)  # the newest wins: a resumed run has a new worker
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _launcher_base() -> type:
+    from dagster._core.launcher import DefaultRunLauncher
+
+    return DefaultRunLauncher
+
+
+class HealthCheckedRunLauncher(_launcher_base()):  # type: ignore[misc]
+    """Dagster's default launcher, plus a worker health check for run monitoring.
+
+    The default launcher cannot tell that its run worker was SIGKILLed or OOM-killed, so such
+    a run would stay STARTED forever and nobody would hear of it. With this launcher the
+    daemon's run monitoring sees the dead worker, marks the run failed, and the failure
+    sensor records and alerts it. Run workers are local processes, so a pid check is exact.
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> Any:
+        from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+
+        pid = run_worker_pid(self._instance, run.run_id)
+        if pid is None or _alive(pid):
+            # No pid yet means the worker is still starting; the start timeout covers that.
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"run worker lost: process {pid} is gone (killed or out of memory)"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from etl_assets.assets import build_job, build_pipeline_assets
+from etl_assets.retention import build_retention
 from etl_assets.schedules import build_schedule
 from etl_assets.sensors import build_sensors, notifier_resources
 from etl_assets.settings import pipelines_dir
@@ -19,10 +20,11 @@ def build_defs(specs: list[PipelineSpec]) -> dg.Definitions:
     for spec in specs:
         assets.extend(build_pipeline_assets(spec))
         jobs.append(build_job(spec))
+    retention_job, retention_schedule = build_retention(specs)
     return dg.Definitions(
         assets=assets,
-        jobs=jobs,
-        schedules=[build_schedule(spec) for spec in specs],
+        jobs=[*jobs, retention_job],
+        schedules=[*(build_schedule(spec) for spec in specs), retention_schedule],
         sensors=build_sensors(specs),
         resources={
             # Resolved when a run launches, so loading definitions needs no secret.

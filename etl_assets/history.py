@@ -71,6 +71,17 @@ MIGRATIONS: list[str] = [
         updated_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    """
+    CREATE TABLE etl_meta.missed_ticks (
+        pipeline        text NOT NULL,
+        tick            text NOT NULL,
+        caught_up       text[] NOT NULL,
+        outside_window  text[] NOT NULL,
+        recorded_at     timestamptz NOT NULL DEFAULT now(),
+        notified_run_id text,
+        PRIMARY KEY (pipeline, tick)
+    );
+    """,
 ]
 
 
@@ -180,11 +191,11 @@ def build_record(
     messages: list[str] = []
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
-        if entry.user_message:
-            messages.append(entry.user_message)
         if event is None:
             continue
         et = event.event_type
+        if et in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED) and event.message:
+            messages.append(event.message)
         if entry.step_key:
             step = steps.setdefault(entry.step_key, {})
             if et == dg.DagsterEventType.STEP_START:
@@ -259,9 +270,9 @@ def build_record(
             error_summary = error_summary if error_summary.startswith(f"{P}/") else f"{failing_source}: {error_summary}"
     elif status in ("failed", "canceled"):
         # No step failed: the run itself died (worker killed, OOM, lost) or was canceled.
-        lost = [m for m in messages if "worker" in m.lower() or "unexpectedly" in m.lower() or "exited" in m.lower()]
+        lost = [m for m in messages if "run worker" in m.lower()]
         error_type = "canceled" if status == "canceled" else ("worker_lost" if lost else "run_failure")
-        error_summary = (lost or [m for m in messages if m] or ["the run ended without a step failure"])[-1][:500]
+        error_summary = (lost or messages or ["the run ended without a step failure"])[-1].strip().splitlines()[0][:500]
     started = rec.start_time if rec else None
     finished = rec.end_time if rec else None
     steps_json = {k: {kk: vv for kk, vv in v.items() if kk in ("status", "duration_s")} for k, v in steps.items()}
@@ -354,6 +365,46 @@ def write_json_log(base: str, record: dict[str, Any]) -> str:
     tmp.write_text(json.dumps(record, indent=2, default=str, sort_keys=True), encoding="utf-8")
     tmp.rename(path)
     return str(path)
+
+
+UNITS = {"weekly": "week", "daily": "day", "hourly": "hour", "monthly": "month"}
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def missed_tick_note(conn: psycopg.Connection, spec: Any, run: dg.DagsterRun) -> str | None:
+    """Record a catch-up tick once; the first of its runs to finish says so in its alert."""
+    tags = run.tags
+    tick = tags.get("etl/tick")
+    if not tick:
+        return None
+    caught = [k for k in tags.get("etl/caught_up", "").split(",") if k]
+    outside = [k for k in tags.get("etl/outside_window", "").split(",") if k]
+    conn.execute(
+        "INSERT INTO etl_meta.missed_ticks (pipeline, tick, caught_up, outside_window) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (pipeline, tick) DO NOTHING",
+        (spec.name, tick, caught, outside),
+    )
+    claimed = conn.execute(
+        "UPDATE etl_meta.missed_ticks SET notified_run_id = %s WHERE pipeline = %s AND tick = %s "
+        "AND (notified_run_id IS NULL OR notified_run_id = %s) RETURNING 1",
+        (run.run_id, spec.name, tick, run.run_id),
+    ).fetchone()
+    if not claimed:
+        return None
+    unit = UNITS.get(spec.partitions.cadence, "partition")
+    note = f"{_plural(len(caught), 'missed ' + unit)} {'was' if len(caught) == 1 else 'were'} caught up after downtime"
+    if outside:
+        how = (
+            f"--partition {outside[0]}" if len(outside) == 1 else f"--from {outside[0]} --to {outside[-1]}"
+        )
+        note += (
+            f"; {_plural(len(outside), 'older ' + unit)} {'is' if len(outside) == 1 else 'are'} outside the "
+            f"catch-up window: run `etl-assets run {spec.name} {how}`"
+        )
+    return note
 
 
 def set_pipeline_state(conn: psycopg.Connection, pipeline: str, status: str, reason: str | None) -> None:

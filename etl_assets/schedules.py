@@ -63,6 +63,11 @@ def schedule_cron(spec: PipelineSpec) -> str:
     return f"{minute} {hour} {s.day_of_month or 1} * *"
 
 
+CAUGHT_UP_TAG = "etl/caught_up"
+OUTSIDE_WINDOW_TAG = "etl/outside_window"
+TICK_TAG = "etl/tick"
+
+
 def run_tags(spec: PipelineSpec, key: str) -> dict[str, str]:
     tags = {
         PARTITION_TAG: key,
@@ -126,6 +131,21 @@ def catchup_partitions(
     return [k for k in candidates if k not in skip][: spec.catchup.runs_per_tick]
 
 
+def outside_window(
+    instance: dg.DagsterInstance, spec: PipelineSpec, now: dt.datetime, oldest_in_window: str
+) -> list[str]:
+    """Unprocessed partitions just before the look-back window: catch-up will not reach them.
+
+    Looks back one more window's length, so a long-unloaded history does not flood the note.
+    """
+    keys = latest_complete_keys(partitions_def(spec), 2 * spec.catchup.lookback, now)
+    older = [k for k in keys if k < oldest_in_window]
+    if not older:
+        return []
+    done = _materialized(instance, spec) | _launched(instance, spec, older) | _in_flight(instance, spec, older)
+    return [k for k in older if k not in done]
+
+
 def build_schedule(spec: PipelineSpec, job: Any = None) -> dg.ScheduleDefinition:
     """`<pipeline>_schedule`, targeting `<pipeline>_job` from `etl_assets.assets.build_job`."""
     catchup = spec.catchup
@@ -160,7 +180,19 @@ def build_schedule(spec: PipelineSpec, job: Any = None) -> dg.ScheduleDefinition
                 f"{spec.name}: {looked_at} at {now.isoformat()}: each is materialized, "
                 "running or already launched by this schedule"
             )
-        return [dg.RunRequest(run_key=k, partition_key=k, tags=run_tags(spec, k)) for k in keys]
+        # More than one partition at once means ticks were missed: say so in the runs' tags,
+        # and the run-finished handler records it in etl_meta.missed_ticks and the next alert.
+        extra: dict[str, str] = {}
+        if len(keys) > 1:
+            window = latest_complete_keys(partitions_def(spec), spec.catchup.lookback, now)
+            extra = {
+                CAUGHT_UP_TAG: ",".join(keys[:-1]),
+                OUTSIDE_WINDOW_TAG: ",".join(outside_window(context.instance, spec, now, window[0])),
+                TICK_TAG: now.isoformat(),
+            }
+        return [
+            dg.RunRequest(run_key=k, partition_key=k, tags={**run_tags(spec, k), **extra}) for k in keys
+        ]
 
     return _tick
 

@@ -99,6 +99,9 @@ def handle_run_finished(
                 logger.warning(f"{spec.name}: could not render the {record['status']} report: {e}")
     with psycopg.connect(warehouse_url) as conn:
         history.migrate(conn)
+        missed = history.missed_tick_note(conn, spec, run)
+        if missed:
+            record["notes"].append(missed)
         note = maybe_pause(instance, spec, record, conn)
         if note:
             record["notes"].append(note)

@@ -785,6 +785,14 @@ class NotifySpec(Strict):
     email: EmailNotifySpec | None = None
 
 
+class RetentionSpec(Strict):
+    """How long runs, history and files are kept; see `etl-assets prune`."""
+
+    runs_days: int = Field(default=90, ge=1)
+    artifacts_days: int = Field(default=30, ge=1)
+    keep_last_success: bool = True
+
+
 class PipelineSpec(Strict):
     name: str
     description: str = ""
@@ -797,6 +805,7 @@ class PipelineSpec(Strict):
     report: ReportSpec = Field(default_factory=ReportSpec)
     # Scheduled runs failing this many times in a row pause the schedule (0: never).
     failure_threshold: int = Field(default=3, ge=0)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
     notify: NotifySpec = Field(default_factory=NotifySpec)
     catchup: CatchupSpec = Field(default_factory=CatchupSpec)
     timeout_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)

@@ -8,7 +8,6 @@ when the test ends.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,8 +28,11 @@ def free_port() -> int:
 
 
 class DagsterServices:
-    def __init__(self, home: Path, env: dict[str, str], *, daemon: bool = True):
-        self.home, self.daemon = home, daemon
+    def __init__(
+        self, home: Path, env: dict[str, str], *, daemon: bool = True, settings: dict[str, str] | None = None
+    ):
+        """`settings` replaces lines of the copied dagster.yaml (old text -> new text)."""
+        self.home, self.daemon, self.settings = home, daemon, settings or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "DAGSTER_HOME": str(home / "dagster_home"),
@@ -41,7 +43,11 @@ class DagsterServices:
     def __enter__(self) -> DagsterServices:
         dh = Path(self.env["DAGSTER_HOME"])
         dh.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+        text = (ROOT / "dagster.yaml").read_text()
+        for old, new in self.settings.items():
+            assert old in text, f"dagster.yaml has no {old!r}"
+            text = text.replace(old, new)
+        (dh / "dagster.yaml").write_text(text)
         self.logs.mkdir(parents=True, exist_ok=True)
         self._start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
                                   "-w", str(ROOT / "workspace.yaml")])

@@ -102,6 +102,11 @@ def test_demo_on_a_fresh_machine(home) -> None:
     assert "orders.not_null_customer_id warned: customer_id is never null" in text
     assert f"report: {s['report_path']}" in text
 
+    # Retention on a fresh demo: nothing is old enough to go.
+    pruned = cli(env, "prune", "--dry-run", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout) == {"dry_run": True, "items": []}
+
 
 @pytest.mark.slow
 def test_step_without_upstream_says_which(home) -> None:

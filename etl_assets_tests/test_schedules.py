@@ -410,7 +410,21 @@ def test_tick_requests_every_missing_partition_in_the_window_oldest_first() -> N
         "etl/trigger": "schedule",
         "dagster/max_runtime": "5400",
         "dagster/schedule_name": "shop_schedule",
+        # Eight partitions at once: seven ticks were missed. Everything older is loaded.
+        "etl/caught_up": ",".join(WINDOW[:-1]),
+        "etl/outside_window": "",
+        "etl/tick": "2025-11-01T08:15:00-04:00",
     }
+
+
+def test_a_catch_up_names_older_partitions_it_will_not_reach() -> None:
+    spec = shop(partitions={"start": "2025-07-05", "week_start": "saturday"})
+    defs = defs_for(spec)
+    with dg.instance_for_test() as instance:
+        materialize(instance, spec, weeks("2025-07-05", 3))
+        result = tick(defs, spec, instance, TICK)
+    assert [r.partition_key for r in result.run_requests] == WINDOW
+    assert result.run_requests[-1].tags["etl/outside_window"] == ",".join(weeks("2025-07-26", 6))
 
 
 def test_materialized_partitions_are_skipped_unless_a_source_is_missing() -> None:
@@ -539,7 +553,7 @@ def schedule_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 
 
 def ticks_of(instance: dg.DagsterInstance) -> list[Any]:
-    (state,) = instance.all_instigator_state()
+    state = next(s for s in instance.all_instigator_state() if s.instigator_name == "shop_schedule")
     return list(reversed(instance.get_ticks(state.instigator_origin_id, state.selector_id)))
 
 
@@ -552,7 +566,7 @@ def test_daemon_catches_up_three_missed_weekly_ticks_then_launches_nothing_more(
 
         # The daemon is up on Saturday 11 October after that day's tick: all caught up.
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 10, 11, 9, 0, tzinfo=NY))
-        assert instance.get_runs_count() == 0
+        assert len(schedule_runs(instance)) == 0
 
         # It is down for the ticks of 18 and 25 October and 1 November, and back at 08:20.
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 11, 1, 8, 20, tzinfo=NY))
@@ -562,7 +576,7 @@ def test_daemon_catches_up_three_missed_weekly_ticks_then_launches_nothing_more(
             "2025-10-18",
             "2025-10-25",
         ]
-        assert instance.get_runs_count() == 3
+        assert len(schedule_runs(instance)) == 3
         assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}
         assert {r.job_name for r in runs} == {"shop_job"}
         assert runs[0].tags["etl/partition_lock"] == "shop:2025-10-11"
@@ -575,7 +589,7 @@ def test_daemon_catches_up_three_missed_weekly_ticks_then_launches_nothing_more(
 
         # Minutes later: no tick is due, nothing new.
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 11, 1, 8, 25, tzinfo=NY))
-        assert instance.get_runs_count() == 3
+        assert len(schedule_runs(instance)) == 3
 
         # The three runs fail; the next week was loaded by hand. The next tick (after the
         # fall-back, so 13:15 UTC) evaluates and launches nothing: failures are not retried.
@@ -583,7 +597,7 @@ def test_daemon_catches_up_three_missed_weekly_ticks_then_launches_nothing_more(
             instance.report_run_failed(r)
         materialize(instance, spec, ["2025-11-01"])
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 11, 8, 8, 16, tzinfo=NY))
-        assert instance.get_runs_count() == 3
+        assert len(schedule_runs(instance)) == 3
         second_tick = ticks_of(instance)[-1]
         assert second_tick.status.value == "SKIPPED"
         assert second_tick.timestamp == dt.datetime(2025, 11, 8, 13, 15, tzinfo=UTC).timestamp()
@@ -591,7 +605,7 @@ def test_daemon_catches_up_three_missed_weekly_ticks_then_launches_nothing_more(
         # A week later only the new week runs.
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 11, 15, 8, 16, tzinfo=NY))
         assert [r.tags["dagster/partition"] for r in schedule_runs(instance)][3:] == ["2025-11-08"]
-        assert instance.get_runs_count() == 4
+        assert len(schedule_runs(instance)) == 4
 
 
 def test_daemon_skips_a_materialized_week_inside_the_window(location) -> None:
@@ -627,7 +641,7 @@ def test_daemon_leaves_a_disabled_schedule_alone(location) -> None:
     with dg.instance_for_test() as instance:
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 10, 11, 9, 0, tzinfo=NY))
         run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 11, 1, 8, 20, tzinfo=NY))
-        assert instance.get_runs_count() == 0
+        assert len(schedule_runs(instance)) == 0
 
 
 # --- CLI -----------------------------------------------------------------------------------------

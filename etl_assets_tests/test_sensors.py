@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def test_three_scheduled_failures_pause_and_a_success_resets(location: Path, etl
         for k in ("2025-03-02", "2025-03-09"):
             record = handle(scheduled_run(instance, spec, k))
             assert record["status"] == "failed" and record["notes"] == []
-        (state,) = instance.all_instigator_state()
+        state = next(s for s in instance.all_instigator_state() if s.instigator_name == "shop_schedule")
         assert state.is_running  # two failures after a success: not yet
 
         record = handle(scheduled_run(instance, spec, "2025-03-23"))
@@ -85,7 +86,7 @@ def test_three_scheduled_failures_pause_and_a_success_resets(location: Path, etl
             "shop is paused after 3 consecutive failed scheduled runs. Resume with the schedule "
             "toggle in the UI, `dagster schedule start shop_schedule` or `etl-assets jobs enable shop`."
         ]
-        (state,) = instance.all_instigator_state()
+        state = next(s for s in instance.all_instigator_state() if s.instigator_name == "shop_schedule")
         assert not state.is_running
         assert query(wh, "SELECT status FROM etl_meta.pipeline_state WHERE pipeline = 'shop'") == [("paused",)]
         texts = [p["text"] for p in slack_stub.posts]
@@ -105,3 +106,34 @@ def test_a_run_that_will_be_retried_is_recorded_without_alert(location: Path, et
     assert record["status"] == "failed" and record["will_retry"] is True
     assert slack_stub.posts == []
     assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT run_id, status FROM etl_meta.runs") == [(run_id, "failed")]
+
+
+def test_catch_up_is_recorded_and_mentioned_in_the_next_alert_once(location: Path, etl_env, slack_stub) -> None:
+    from etl_assets.notify import SlackNotifier
+
+    spec = load_pipeline_file(location / "pipeline.yaml")
+    slack = SlackNotifier(token="xoxb-missed", base_url=slack_stub.base_url)
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(3, ny(2025, 3, 2, 1), dt.timedelta(hours=1)))
+    tags = {
+        "etl/tick": "2025-03-24T06:00:00-04:00",
+        "etl/caught_up": "2025-03-02,2025-03-09",
+        "etl/outside_window": "2025-02-16,2025-02-23",
+    }
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    with dg.instance_for_test() as instance:
+        notes = []
+        for k in ("2025-03-02", "2025-03-09", "2025-03-16"):
+            record = handle_run_finished(
+                instance, scheduled_run(instance, spec, k, tags), {"shop": spec}, warehouse_url=wh, slack=slack
+            )
+            notes.append(record["notes"])
+    expected = (
+        "2 missed weeks were caught up after downtime; 2 older weeks are outside the catch-up "
+        "window: run `etl-assets run shop --from 2025-02-16 --to 2025-02-23`"
+    )
+    assert notes == [[expected], [], []]
+    assert query(wh, "SELECT pipeline, tick, caught_up, outside_window FROM etl_meta.missed_ticks") == [
+        ("shop", "2025-03-24T06:00:00-04:00", ["2025-03-02", "2025-03-09"], ["2025-02-16", "2025-02-23"])
+    ]
+    texts = [json.dumps(p) for p in slack_stub.posts]
+    assert sum("2 missed weeks were caught up" in t for t in texts) == 1
