@@ -40,6 +40,13 @@ setup(
             "aiosmtpd>=1.4",
             "slack_sdk>=3.27",
         ],
+        # Drivers for `kind: sql` sources beyond SQLite, PostgreSQL and MySQL.
+        "oracle": ["oracledb>=2.0"],
+        "mssql": ["pymssql>=2.3"],
+        # Steps on Celery workers with Redis (deploy/celery/); matches dagster 1.13.
+        "celery": ["dagster-celery>=0.29,<0.30", "celery[redis]>=5.3"],
+        # `make bench`: the dlt comparison in benchmarks/.
+        "bench": ["dlt[postgres,parquet,sql_database]>=1.5,<2"],
     },
     entry_points={"console_scripts": ["etl-assets=etl_assets.cli:main"]},
 )

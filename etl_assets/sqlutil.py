@@ -25,8 +25,8 @@ def bind_named(text: str, params: Mapping[str, Any]) -> tuple[sql.SQL, dict[str,
         if tok == "%":
             return "%%"
         name = m.group(1)
-        if name is None:
-            return tok
+        if name is None:  # a quoted literal or identifier: keep it, but escape its %
+            return tok.replace("%", "%%")
         if name not in params:
             allowed = ", ".join(f":{k}" for k in params)
             raise UnknownParameter(f"unknown parameter :{name} (available: {allowed})")

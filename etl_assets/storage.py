@@ -186,3 +186,34 @@ def write_frame(path: UPath, frame: pd.DataFrame) -> None:
 def read_frame(path: UPath) -> pd.DataFrame:
     with path.open("rb") as f:
         return pd.read_parquet(f)
+
+
+def spool(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Read a stream of frames to a local temporary Parquet file now, and replay it later.
+
+    Reading happens in the caller (so a source's errors surface there); the replay yields the
+    same batches one row group at a time, so memory never holds the whole window.
+    """
+    import os
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="etl-spool-", suffix=".parquet")
+    os.close(fd)
+    path = UPath(name)
+    try:
+        ParquetIOManager._stream(path, batches)
+    except BaseException:
+        os.unlink(name)
+        raise
+
+    def replay() -> Iterator[pd.DataFrame]:
+        try:
+            pf = pq.ParquetFile(name)
+            if pf.num_row_groups == 0:
+                yield pf.read().to_pandas()
+            for i in range(pf.num_row_groups):
+                yield pf.read_row_group(i).to_pandas()
+        finally:
+            os.unlink(name)
+
+    return replay()

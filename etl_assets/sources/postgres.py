@@ -1,8 +1,14 @@
-"""PostgreSQL sources: `COPY (SELECT …) TO STDOUT` streamed into Arrow, never row by row."""
+"""PostgreSQL sources: `COPY (SELECT …) TO STDOUT` streamed into Arrow, never row by row.
+
+With `batch_size`, the COPY stream is parsed block by block as it arrives and handed on in
+frames of at most `batch_size` rows, so memory holds one batch, not the window.
+"""
 
 from __future__ import annotations
 
 import io
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -11,11 +17,12 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from etl_assets.secrets import redact, resolve
-from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError
+from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
+from etl_assets.sources.tabular import counted, to_frame
 from etl_assets.sqlutil import UnknownParameter, bind_named, qualified
 
 # PostgreSQL type OIDs → Arrow types, so raw keeps the source's types through the CSV stream.
-_OID_TYPES: dict[int, pa.DataType] = {
+OID_TYPES: dict[int, pa.DataType] = {
     16: pa.bool_(),
     20: pa.int64(),
     21: pa.int64(),
@@ -31,6 +38,29 @@ _OID_TYPES: dict[int, pa.DataType] = {
     1042: pa.string(),
     2950: pa.string(),
 }
+_NAIVE_OIDS = (1082, 1114)  # date, timestamp without time zone
+PERMANENT_SQLSTATE = ("42", "28", "3D", "3F", "0A", "22")
+# libpq reports failed logins without a SQLSTATE; these texts mean "fix the spec or grants".
+_PERMANENT_LOGIN = (
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+
+_READ = pacsv.ReadOptions(use_threads=True, block_size=1 << 22)
+
+
+def is_permanent(exc: psycopg.Error) -> bool:
+    if exc.sqlstate:
+        return exc.sqlstate.startswith(PERMANENT_SQLSTATE)
+    text = str(exc)
+    return isinstance(exc, psycopg.OperationalError) and any(t in text for t in _PERMANENT_LOGIN)
+
+
+def _message(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    return redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
 
 
 def connect(url: str, *, where: str, timeout_seconds: float | None = None) -> psycopg.Connection:
@@ -38,88 +68,141 @@ def connect(url: str, *, where: str, timeout_seconds: float | None = None) -> ps
     if timeout_seconds:
         options += f" -c statement_timeout={int(timeout_seconds * 1000)}"
     dsn = resolve(url, where=where)
-    return psycopg.connect(dsn, options=options, connect_timeout=10, autocommit=True)
+    try:
+        return psycopg.connect(dsn, options=options, connect_timeout=10, autocommit=True)
+    except psycopg.Error as e:
+        if is_permanent(e):
+            raise SourceDataError(f"{where}: cannot connect: {_message(e)}") from None
+        raise
 
 
-def build_query(source: Any, request: ExtractRequest) -> tuple[sql.Composable, dict[str, Any]]:
-    start = request.window.start - source.lookback_delta
-    params = {
-        "window_start": start,
-        "window_end": request.window.end,
-        "last_sync": request.last_sync,
-    }
+def _describe(cur: psycopg.Cursor, query: sql.Composable) -> list[Any]:
+    try:
+        cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(query))
+    except psycopg.Error as e:
+        if is_permanent(e):
+            raise SourceDataError(f"query failed: {_message(e)}") from None
+        raise
+    return list(cur.description or [])
+
+
+def build_query(
+    source: Any, request: ExtractRequest, cur: psycopg.Cursor | None = None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The window query and its bound values.
+
+    A `timestamp`/`date` column holds wall-clock time, which normalize reads in the
+    pipeline's timezone, so it is compared with the window's local wall-clock bounds;
+    `timestamptz` compares instants. `cur` (when given) tells which one the column is.
+    """
+    start, end = window_bounds(source, request)
     if source.query:
+        params = {"window_start": start, "window_end": end, "last_sync": request.last_sync}
         try:
             return bind_named(source.query, params)
         except UnknownParameter as e:
             raise SourceDataError(f"query: {e}") from None
     cols = (
         sql.SQL(", ").join(sql.Identifier(c.source_name) for c in source.columns)
-        if source.columns
+        if source.columns and not source.schema_checked
         else sql.SQL("*")
     )
     query = sql.SQL("SELECT {} FROM {}").format(cols, qualified(source.table))
-    if source.mode == "incremental":
-        ts = sql.Identifier(source.timestamp_column)
-        query += sql.SQL(" WHERE {ts} >= %(window_start)s AND {ts} < %(window_end)s").format(ts=ts)
-        return query, {"window_start": start, "window_end": request.window.end}
-    return query, {}
+    if source.mode != "incremental":
+        return query, {}
+    ts = sql.Identifier(source.timestamp_column_source)
+    if cur is not None:
+        probe = sql.SQL("SELECT {} FROM {}").format(ts, qualified(source.table))
+        if _describe(cur, probe)[0].type_code in _NAIVE_OIDS:
+            start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    query += sql.SQL(" WHERE {ts} >= %(window_start)s AND {ts} < %(window_end)s").format(ts=ts)
+    return query, {"window_start": start, "window_end": end}
+
+
+def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=types,
+        true_values=["t"],
+        false_values=["f"],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,  # COPY writes NULL bare and '' quoted
+    )
+
+
+def _parse(data: bytearray, types: dict[str, pa.DataType]) -> pa.Table:
+    return pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(data)),  # read in place, no copy
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
+        convert_options=_convert(types),
+    )
+
+
+def _stream(
+    conn: psycopg.Connection,
+    copy_sql: sql.Composable,
+    types: dict[str, pa.DataType],
+    batch_size: int,
+) -> Iterator[Any]:
+    """COPY data in frames of `batch_size` rows. The server sends one CopyData message per
+    row, so counting messages cuts batches exactly, quoted newlines included."""
+    try:
+        with conn.cursor().copy(copy_sql) as copy:
+            chunks = iter(copy)
+            header = bytes(next(chunks, b""))
+            buf, rows, sent = bytearray(header), 0, False
+            for chunk in chunks:
+                buf += chunk
+                rows += 1
+                if rows == batch_size:
+                    yield to_frame(_parse(buf, types))
+                    buf, rows, sent = bytearray(header), 0, True
+            if rows or not sent:  # an empty result still yields one frame with the schema
+                yield to_frame(
+                    _parse(buf, types) if header else pa.schema(list(types.items())).empty_table()
+                )
+    finally:
+        conn.close()  # also abandons an unfinished COPY
 
 
 def extract(source: Any, request: ExtractRequest) -> Extract:
     where = f"{request.pipeline}.sources.{source.name}.connection.url"
-    query, params = build_query(source, request)
-    with connect(source.connection.url, where=where, timeout_seconds=source.timeout_seconds) as conn:
+    conn = connect(source.connection.url, where=where, timeout_seconds=source.timeout_seconds)
+    streaming = False
+    try:
         cur = psycopg.ClientCursor(conn)
-        try:
-            rendered = cur.mogrify(query, params)
-            # Describe the result first, so the CSV stream is parsed with the source's types.
-            cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(sql.SQL(rendered)))
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
-                psycopg.errors.SyntaxError, psycopg.errors.InsufficientPrivilege) as e:
-            raise SourceDataError(f"query failed: {e.diag.message_primary}") from None
-        names = [d.name for d in cur.description or []]
-        types = {d.name: _OID_TYPES.get(d.type_code, pa.string()) for d in cur.description or []}
-        buf = io.BytesIO()
+        query, params = build_query(source, request, cur)
+        rendered = cur.mogrify(query, params)
+        # Describe the result first, so the CSV stream is parsed with the source's types.
+        described = _describe(cur, sql.SQL(rendered))
+        types = {d.name: OID_TYPES.get(d.type_code, pa.string()) for d in described}
         copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
             sql.SQL(rendered)
         )
+        start, end = window_bounds(source, request)
+        inputs: dict[str, Any] = {
+            "kind": "postgres",
+            "connection": redact(resolve(source.connection.url, where=where)),
+            "query": redact(rendered),
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows": None,
+        }
+        if source.batch_size:
+            stream = _stream(conn, copy_sql, types, source.batch_size)
+            weakref.finalize(stream, conn.close)  # a stream dropped unread still lets go
+            streaming = True
+            return Extract(counted(stream, inputs), inputs)
+        buf = io.BytesIO()
         with cur.copy(copy_sql) as copy:
             for chunk in copy:
                 buf.write(chunk)
+    finally:
+        if not streaming:
+            conn.close()
     buf.seek(0)
-    table = pacsv.read_csv(
-        buf,
-        read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types,
-            true_values=["t"],
-            false_values=["f"],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    if not names:
+    table = pacsv.read_csv(buf, read_options=_READ, convert_options=_convert(types))
+    if not types:
         table = pa.table({})
-    frame = table.to_pandas(types_mapper=_pandas_types)
-    inputs = {
-        "kind": "postgres",
-        "connection": redact(resolve(source.connection.url, where=where)),
-        "query": rendered,
-        "window_start": params.get("window_start", request.window.start).isoformat(),
-        "window_end": params.get("window_end", request.window.end).isoformat(),
-        "rows": len(frame),
-    }
+    frame = to_frame(table)
+    inputs["rows"] = len(frame)
     return Extract(frame, inputs)
-
-
-def _pandas_types(t: pa.DataType) -> Any:
-    import pandas as pd
-
-    if pa.types.is_integer(t):
-        return pd.Int64Dtype()
-    if pa.types.is_boolean(t):
-        return pd.BooleanDtype()
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pd.StringDtype()
-    return None

@@ -1,0 +1,245 @@
+"""MySQL and MariaDB sources over PyMySQL, streamed with a server-side cursor.
+
+`SSCursor` reads rows off the socket as they are fetched instead of buffering the whole
+result, so with `batch_size` memory holds one batch. The session runs in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pymysql
+import pymysql.cursors
+import sqlalchemy as sa
+from pymysql.constants import FIELD_TYPE
+from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
+
+from etl_assets.secrets import redact
+from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
+from etl_assets.sources.sql import parse_url, shown_url, statement
+from etl_assets.sources.tabular import RowConverter, counted
+
+# Server errors that a retry cannot fix: login, unknown database/table/column, bad SQL, grants.
+PERMANENT_CODES = frozenset(
+    (1044, 1045, 1046, 1049, 1052, 1054, 1060, 1064, 1066, 1109, 1142, 1143, 1146, 1149)
+    + (1227, 1251, 1305, 1370, 1698)
+)
+_INT = (
+    FIELD_TYPE.TINY,
+    FIELD_TYPE.SHORT,
+    FIELD_TYPE.LONG,
+    FIELD_TYPE.LONGLONG,
+    FIELD_TYPE.INT24,
+    FIELD_TYPE.YEAR,
+)
+_FLOAT = (FIELD_TYPE.FLOAT, FIELD_TYPE.DOUBLE, FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL)
+_TEXT = (
+    FIELD_TYPE.VARCHAR,
+    FIELD_TYPE.VAR_STRING,
+    FIELD_TYPE.STRING,
+    FIELD_TYPE.JSON,
+    FIELD_TYPE.ENUM,
+    FIELD_TYPE.SET,
+    FIELD_TYPE.TINY_BLOB,
+    FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.LONG_BLOB,
+    FIELD_TYPE.BLOB,
+    FIELD_TYPE.TIME,
+)
+_DATES = (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE)
+_BINARY_CHARSET = 63
+_SSL_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert")
+# The pyformat dialect PyMySQL speaks: `%(name)s` placeholders, backtick-quoted names.
+DIALECT = mysql_pymysql.dialect(paramstyle="pyformat")
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_permanent(exc: pymysql.err.MySQLError) -> bool:
+    return isinstance(exc, pymysql.err.ProgrammingError) or error_code(exc) in PERMANENT_CODES
+
+
+def _message(exc: pymysql.err.MySQLError) -> str:
+    args = getattr(exc, "args", ())
+    return redact(str(args[1]) if len(args) > 1 else str(exc))
+
+
+def connect(source: Any, where: str) -> tuple[pymysql.Connection, sa.URL]:
+    url = parse_url(source.connection.url, where=where)
+    if url.get_backend_name() not in ("mysql", "mariadb"):
+        raise SourceDataError(f"{where}: expected a mysql:// URL, got {url.drivername}://")
+    options = dict(url.query)
+    unknown = sorted(set(options) - {"charset", *_SSL_OPTIONS})
+    if unknown:
+        raise SourceDataError(
+            f"{where}: unsupported URL option {unknown[0]!r} "
+            f"(supported: charset, {', '.join(_SSL_OPTIONS)})"
+        )
+    ssl: dict[str, Any] = {k: str(options[k]) for k in _SSL_OPTIONS if k in options}
+    if "ssl_verify_cert" in ssl:
+        ssl["ssl_verify_cert"] = ssl["ssl_verify_cert"].lower() in ("1", "true", "yes")
+    try:
+        conn = pymysql.connect(
+            host=url.host or "localhost",
+            port=url.port or 3306,
+            user=url.username,
+            password=url.password or "",
+            database=url.database,
+            charset=str(options.get("charset", "utf8mb4")),
+            connect_timeout=10,
+            read_timeout=int(source.timeout_seconds) if source.timeout_seconds else None,
+            autocommit=True,
+            init_command="SET time_zone = '+00:00'",
+            **ssl,
+        )
+    except pymysql.err.MySQLError as e:
+        if is_permanent(e):
+            raise SourceDataError(f"{where}: cannot connect: {_message(e)}") from None
+        raise
+    return conn, url
+
+
+def _arrow_types(cursor: Any) -> dict[str, pa.DataType]:
+    """Arrow types from the result's column metadata, so every batch has the same schema."""
+    fields = getattr(getattr(cursor, "_result", None), "fields", None) or []
+    charsets = [getattr(f, "charsetnr", None) for f in fields]
+    types: dict[str, pa.DataType] = {}
+    for i, d in enumerate(cursor.description or []):
+        name, code = d[0], d[1]
+        binary = i < len(charsets) and charsets[i] == _BINARY_CHARSET
+        if code in _INT:
+            types[name] = pa.int64()
+        elif code in _FLOAT:
+            types[name] = pa.float64()
+        elif code == FIELD_TYPE.TIMESTAMP:
+            types[name] = pa.timestamp("us", tz="UTC")  # an instant, read in the UTC session
+        elif code == FIELD_TYPE.DATETIME:
+            types[name] = pa.timestamp("us")  # wall-clock time, as stored
+        elif code in _DATES:
+            types[name] = pa.date32()
+        elif code in _TEXT and code != FIELD_TYPE.TIME and binary:
+            types[name] = pa.binary()
+        elif code in _TEXT:
+            types[name] = pa.string()
+    return types
+
+
+def _zero_dates(rows: list[tuple], columns: list[int]) -> list[tuple]:
+    """MySQL's '0000-00-00' placeholder dates come back as text; they mean "no date"."""
+    if not columns or not rows:
+        return rows
+    wanted = set(columns)
+    out = []
+    for row in rows:
+        if any(isinstance(row[i], str) for i in columns):
+            row = tuple(
+                None if i in wanted and isinstance(v, str) and v.startswith("0000-00-00") else v
+                for i, v in enumerate(row)
+            )
+        out.append(row)
+    return out
+
+
+def _values(source: Any, request: ExtractRequest, ts_code: int | None) -> dict[str, Any]:
+    """DATETIME/DATE hold wall-clock time (read in the pipeline's timezone by normalize), so
+    they get local bounds; TIMESTAMP and `query:` parameters get UTC, the session's zone."""
+    start, end = window_bounds(source, request)
+
+    def utc(t: dt.datetime) -> dt.datetime:
+        return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    if source.query:
+        return {
+            "window_start": utc(start),
+            "window_end": utc(end),
+            "last_sync": utc(request.last_sync) if request.last_sync else None,
+        }
+    if source.mode != "incremental":
+        return {}
+    if ts_code in (FIELD_TYPE.DATETIME, *_DATES):
+        return {"window_start": start.replace(tzinfo=None), "window_end": end.replace(tzinfo=None)}
+    return {"window_start": utc(start), "window_end": utc(end)}
+
+
+def _close(conn: pymysql.Connection, cur: Any = None) -> None:
+    result = getattr(cur, "_result", None)
+    if result is not None and getattr(result, "unbuffered_active", False):
+        # Abandon the unread rest of a stream: dropping the connection is faster than
+        # reading it, and PyMySQL would otherwise try to read it from a closed socket.
+        result.unbuffered_active = False
+        cur._result = None
+    if conn.open:  # PyMySQL refuses to close twice
+        conn.close()
+
+
+def _timestamp_type(conn: pymysql.Connection, source: Any) -> int | None:
+    if source.query or source.mode != "incremental":
+        return None
+    schema, _, name = source.table.rpartition(".")
+    table = sa.table(name, schema=schema or None)
+    probe = sa.select(sa.column(source.timestamp_column_source)).select_from(table).limit(0)
+    with conn.cursor() as cur:
+        cur.execute(str(probe.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True})))
+        return cur.description[0][1]
+
+
+def _stream(cur: Any, converter: RowConverter, size: int, dates: list[int]) -> Iterator[Any]:
+    n = 0
+    while True:
+        rows = cur.fetchmany(size)
+        if not rows and n:
+            return
+        n += 1
+        yield converter.frame(_zero_dates(list(rows), dates), where=f"batch {n}: ")
+        if not rows:
+            return
+
+
+def extract(source: Any, request: ExtractRequest) -> Extract:
+    where = f"{request.pipeline}.sources.{source.name}.connection.url"
+    conn, url = connect(source, where)
+    cur = None
+    streaming = False
+    try:
+        ts_code = _timestamp_type(conn, source)
+        compiled = statement(source).compile(dialect=DIALECT)
+        values = _values(source, request, ts_code)
+        params = {k: values.get(k) for k in compiled.params}
+        cur = conn.cursor(pymysql.cursors.SSCursor)
+        rendered = cur.mogrify(str(compiled), params)
+        cur.execute(str(compiled), params)
+        types = _arrow_types(cur)
+        names = [d[0] for d in cur.description or []]
+        dates = [i for i, n in enumerate(names) if pa.types.is_temporal(types.get(n, pa.null()))]
+        converter = RowConverter(names, types)
+        start, end = window_bounds(source, request)
+        inputs: dict[str, Any] = {
+            "kind": "mysql",
+            "connection": shown_url(url),
+            "query": redact(rendered),
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows": None,
+        }
+        if source.batch_size:
+            stream = _stream(cur, converter, source.batch_size, dates)
+            weakref.finalize(stream, _close, conn, cur)  # a stream dropped unread still lets go
+            streaming = True
+            return Extract(counted(stream, inputs, on_close=lambda: _close(conn, cur)), inputs)
+        frame = converter.frame(_zero_dates(list(cur.fetchall()), dates))
+    except pymysql.err.MySQLError as e:
+        if is_permanent(e):
+            raise SourceDataError(f"query failed: {_message(e)}") from None
+        raise
+    finally:
+        if not streaming:
+            _close(conn, cur)
+    inputs["rows"] = len(frame)
+    return Extract(frame, inputs)

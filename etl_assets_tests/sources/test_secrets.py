@@ -1,0 +1,137 @@
+"""Secrets from the environment never reach `inputs` (metadata) or error messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pymysql
+import pytest
+import requests
+
+from etl_assets.sources import http, mysql, postgres, sql
+from etl_assets.sources.base import SourceDataError
+from etl_assets_tests.conftest import PG_HOST, PG_PORT, create_orders
+from etl_assets_tests.sources.conftest import MYSQL, Api, MariaDB, _quote, request, source
+
+PASSWORD = "pw-Zq81-x7Lk"
+TOKEN = "tok-91bd2e47aa"
+
+
+def assert_clean(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text and TOKEN not in text, text
+
+
+def test_database_passwords_stay_out_of_inputs_and_errors(pg: str, monkeypatch) -> None:
+    monkeypatch.setenv("DB_PW", PASSWORD)
+    create_orders(pg, [])
+    db = pg.rsplit("/", 1)[1]
+    url = f"postgresql://postgres:${{DB_PW}}@{PG_HOST}:{PG_PORT}/{db}"  # trust auth accepts any
+    src = source(
+        kind="postgres",
+        connection={"url": url},
+        table="src.orders",
+        timestamp_column="updated_at",
+        primary_key=["order_id"],
+    )
+    ex = postgres.extract(src, request())
+    assert ex.inputs["connection"] == f"postgresql://postgres:***@{PG_HOST}:{PG_PORT}/{db}"
+    with pytest.raises(SourceDataError) as e:
+        postgres.extract(src.model_copy(update={"table": "src.gone"}), request())
+    gone = src.model_copy(
+        update={
+            "connection": src.connection.model_copy(update={"url": url.replace(db, db + "_gone")})
+        }
+    )
+    with pytest.raises(SourceDataError) as e2:
+        postgres.extract(gone, request())
+
+    generic = source(
+        kind="sql",
+        connection={"url": url.replace("postgresql:", "postgresql+psycopg:")},
+        table="src.orders",
+        timestamp_column="updated_at",
+        primary_key=["order_id"],
+    )
+    ex2 = sql.extract(generic, request())
+    assert ex2.inputs["connection"] == f"postgresql+psycopg://postgres:***@{PG_HOST}:{PG_PORT}/{db}"
+    with pytest.raises(SourceDataError) as e3:
+        sql.extract(generic.model_copy(update={"table": "src.gone"}), request())
+    assert_clean(
+        json.dumps(ex.inputs), json.dumps(ex2.inputs), str(e.value), str(e2.value), str(e3.value)
+    )
+
+
+@pytest.fixture
+def mysql_user(mariadb: MariaDB):
+    user = f"etl_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, PASSWORD))
+        cur.execute(f"GRANT SELECT ON {_quote(mariadb.name)}.* TO %s@'%%'", (user,))
+    try:
+        yield user
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+        conn.close()
+
+
+def test_mysql_password_stays_out_of_inputs_and_errors(
+    mariadb: MariaDB, mysql_user: str, monkeypatch
+) -> None:
+    mariadb.execute(
+        "CREATE TABLE t (id INT, at DATETIME)", "INSERT INTO t VALUES (1, '2025-01-06 10:00:00')"
+    )
+    monkeypatch.setenv("MY_PW", PASSWORD)
+    src = source(
+        kind="mysql",
+        connection={"url": mariadb.url(mysql_user, "${MY_PW}")},
+        table="t",
+        timestamp_column="at",
+    )
+    ex = mysql.extract(src, request())
+    assert ex.frame["id"].tolist() == [1]
+    assert ex.inputs["connection"] == f"mysql://{mysql_user}:***@127.0.0.1:3306/{mariadb.name}"
+    with pytest.raises(SourceDataError) as e:
+        mysql.extract(src.model_copy(update={"table": "gone"}), request())
+    monkeypatch.setenv("MY_PW", PASSWORD + "-wrong")
+    with pytest.raises(SourceDataError) as e2:
+        mysql.extract(src, request())
+    assert "Access denied" in str(e2.value)
+    assert_clean(json.dumps(ex.inputs), str(e.value), str(e2.value))
+
+
+def test_bearer_tokens_and_query_keys_stay_out_of_inputs_and_errors(api: Api, monkeypatch) -> None:
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    monkeypatch.setenv("API_PW", PASSWORD)
+    fields = {
+        "kind": "http",
+        "url": api.url + "/items",
+        "params": {"key": "${API_PW}"},
+        "auth": {"type": "bearer", "token": "${API_TOKEN}"},
+        "mode": "full",
+    }
+    api.handler = lambda seen: (200, [{"id": 1}], {})
+    ex = http.extract(source(**fields), request())
+    assert api.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert api.requests[0].query["key"] == PASSWORD
+    assert ex.inputs["params"] == {"key": "***"}
+    assert ex.inputs["pages"][0]["url"] == f"{api.url}/items?key=***"
+    # A server that echoes the credentials back in its error body.
+    api.handler = lambda seen: (
+        400,
+        {"error": f"bad {seen.headers['Authorization']} {seen.query}"},
+        {},
+    )
+    with pytest.raises(SourceDataError) as e:
+        http.extract(source(**fields), request())
+    assert "Bearer ***" in str(e.value)
+    api.handler = lambda seen: (401, {}, {})
+    with pytest.raises(SourceDataError) as e2:
+        http.extract(source(**fields), request())
+    with pytest.raises(requests.ConnectionError) as e3:
+        http.extract(source(**{**fields, "url": "http://127.0.0.1:1/items"}), request())
+    assert "127.0.0.1" in str(e3.value)
+    assert_clean(json.dumps(ex.inputs), str(e.value), str(e2.value), str(e3.value))
