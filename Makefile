@@ -14,8 +14,9 @@ $(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml
 	$(PIP) install -e .
 	@touch $@
 
+# The suite exercises the optional ClickHouse and Celery extras too.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,clickhouse,celery]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -39,3 +40,9 @@ validate: $(VENV)/.installed
 
 clean:
 	rm -rf .etl_home
+
+## make bench: the load benchmarks (about 25 minutes); writes benchmarks/RESULTS.md.
+.PHONY: bench
+bench: $(VENV)/.installed-dev
+	$(PIP) install -e '.[bench]'
+	$(PY) -m benchmarks.run

@@ -39,6 +39,8 @@ setup(
             "pytest-timeout>=2.3",
             "aiosmtpd>=1.4",
             "slack_sdk>=3.27",
+            # Browser tests (etl_assets_tests/e2e) drive Debian's chromium: .ci/install-chromium.
+            "playwright>=1.49,<2",
         ],
         # Drivers for `kind: sql` sources beyond SQLite, PostgreSQL and MySQL.
         "oracle": ["oracledb>=2.0"],
@@ -47,6 +49,9 @@ setup(
         "celery": ["dagster-celery>=0.29,<0.30", "celery[redis]>=5.3"],
         # `make bench`: the dlt comparison in benchmarks/.
         "bench": ["dlt[postgres,parquet,sql_database]>=1.5,<2"],
+        # `warehouse: {kind: clickhouse}`: a server over HTTP, or embedded chDB (chdb://),
+        # both through clickhouse-connect (its chDB backend arrived in 1.12).
+        "clickhouse": ["clickhouse-connect>=1.12,<2", "chdb>=4.4,<5"],
     },
     entry_points={"console_scripts": ["etl-assets=etl_assets.cli:main"]},
 )

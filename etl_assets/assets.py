@@ -23,10 +23,11 @@ from etl_assets.report import SourceSummary, markdown_table
 from etl_assets.errors import classified
 from etl_assets.history import step_metrics, usage
 from etl_assets.settings import storage_dir
-from etl_assets.sources.base import ExtractRequest
+from etl_assets.secrets import MissingSecret
+from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
-from etl_assets.storage import KEEP, PartitionFrames, read_frame, side_path, write_atomic, write_frame
-from etl_assets.warehouse import PG_TYPES, LoadCounts, WarehouseResource
+from etl_assets.storage import KEEP, PartitionFrames, spool, read_frame, side_path, write_atomic, write_frame
+from etl_assets.warehouse import LoadCounts, WarehouseResource, open_warehouse
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -48,6 +49,10 @@ def retry_policy(r: RetrySpec) -> dg.RetryPolicy | None:
         backoff={"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(r.backoff),
         jitter=dg.Jitter.PLUS_MINUS if r.jitter else None,
     )
+
+
+def empty_frame(source: Any) -> pd.DataFrame:
+    return pd.DataFrame({c.source_name: pd.Series(dtype="string") for c in source.columns or []})
 
 
 def column_types(source: Any, frame: pd.DataFrame) -> dict[str, str]:
@@ -87,12 +92,22 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         last_sync = None
         if source.mode == "incremental" and ":last_sync" in (getattr(source, "query", None) or ""):
             with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=retry):
-                last_sync = warehouse.get().high_water_mark(target, source.timestamp_column)
+                last_sync = warehouse.for_pipeline(spec).high_water_mark(target, source.timestamp_column)
         for k in context.partition_keys:
             previous = latest_metadata(context.instance, keys["raw"], k).get("inputs", {}).get(k)
             request = ExtractRequest(P, window_for(pdef, k), last_sync=last_sync, previous_inputs=previous)
             with classified(context, pipeline=P, source=S, partitions=[k], policy=retry):
-                ex = sources.extract(source, request)
+                try:
+                    ex = sources.extract(source, request)
+                except MissingSecret as e:
+                    if not source.optional:
+                        raise
+                    context.log.warning(f"{P}/{S}: optional source skipped: {e}")
+                    ex = Extract(empty_frame(source), {"skipped": str(e), "rows": 0})
+                if ex.frame is not None and not isinstance(ex.frame, pd.DataFrame):
+                    # Read a streamed extract here, where its errors are classified and retried;
+                    # the spool holds it on local disk, batch by batch, for the Parquet layer.
+                    ex.frame = spool(ex.frame)
             values[k] = KEEP if ex.unchanged else ex.frame
             # Same dict, not a copy: a streaming source finishes its counts while being written.
             ex.inputs["unchanged"] = ex.unchanged
@@ -139,7 +154,8 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     )
     def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames, warehouse: WarehouseResource):
         started = usage()
-        wh = warehouse.get()
+        with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=None):
+            wh = warehouse.for_pipeline(spec)
         per_partition: dict[str, list[quality.CheckOutcome]] = {}
         keep: dict[str, Any] = {}
         quarantined: dict[str, int] = {}
@@ -151,7 +167,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 window_start=window.start, window_end=window.end, partition=k,
                 missing_columns=stats.get("missing_columns") or [],
                 raw_columns=stats.get("raw_columns") or {},
-                query=wh.run, targets={s.name: spec.target(s) for s in spec.sources}, own_target=target,
+                warehouse=wh, targets={s.name: spec.target(s) for s in spec.sources}, own_target=target,
             )
             with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
                 result = quality.run_checks(normalized[k], source, ctx)
@@ -197,7 +213,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     @dg.asset(
         key=keys["loaded"],
         description=f"{S} upserted into the warehouse table {target}, idempotently per window.",
-        kinds={"postgres"},
+        kinds={warehouse_kind(spec)},
         ins={"validated": dg.AssetIn(keys["validated"])},
         retry_policy=retry,
         metadata={"dagster/table_name": target, "load_strategy": source.load.strategy},
@@ -207,9 +223,10 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         context: dg.AssetExecutionContext, validated: PartitionFrames, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         started = usage()
-        wh = warehouse.get()
         by_partition, types, preview = {}, None, pd.DataFrame()
+        not_null = [c.name for c in source.columns or [] if not c.nullable]
         with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=retry):
+            wh = warehouse.for_pipeline(spec)
             with wh.connect() as conn:
                 for k in context.partition_keys:
                     frame = validated[k]
@@ -218,7 +235,9 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         continue
                     if types is None:
                         types = column_types(source, frame)
-                        wh.ensure_table(conn, target, types, source.primary_key, quarantine=quarantines)
+                        wh.ensure_table(
+                            conn, target, types, source.primary_key, quarantine=quarantines, not_null=not_null
+                        )
                     q = (
                         read_frame(side_path(storage_dir(), P, "quarantine", S, k, "parquet"))
                         if quarantines else None
@@ -233,6 +252,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         run_id=context.run_id,
                         strategy=source.load.strategy,
                         quarantine=q,
+                        delete_missing=source.load.delete_missing,
                     )
                     by_partition[k] = counts.as_dict()
                     if preview.empty:
@@ -249,7 +269,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(total["staged"]),
                 "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(c, PG_TYPES[t]) for c, t in (types or {}).items()]
+                    columns=[dg.TableColumn(c, wh.column_type(t)) for c, t in (types or {}).items()]
                 ),
                 "preview": dg.MetadataValue.md(markdown_table(preview)),
                 "inserted": dg.MetadataValue.int(total["inserted"]),
@@ -296,25 +316,21 @@ def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any
 
 def row_trend(wh: Any, spec: PipelineSpec, key: str, last: int = 12) -> dict[str, list[tuple[str, int]]]:
     """Rows per partition in each loaded table, for the last `last` partitions up to `key`."""
-    from psycopg import sql
-
     trend: dict[str, list[tuple[str, int]]] = {}
     for s in spec.sources:
         target = spec.target(s)
         if s.mode == "full":
             continue  # a full source's rows do not belong to partitions
-        exists = wh.run(sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL"), {"t": target}).iloc[0, 0]
-        if not exists:
+        if not wh.table_exists(target):
             continue
-        frame = wh.run(
-            sql.SQL(
-                "SELECT _partition, count(*) AS n FROM {} WHERE _partition <= %(k)s "
-                "GROUP BY 1 ORDER BY 1 DESC LIMIT %(n)s"
-            ).format(sql.Identifier(*target.split("."))),
-            {"k": key, "n": last},
-        )
-        trend[s.name] = [(str(p), int(n)) for p, n in reversed(list(frame.itertuples(index=False)))]
+        counts = wh.partition_counts(target, key, last, inclusive=True)
+        trend[s.name] = list(reversed(counts))
     return trend
+
+
+def warehouse_kind(spec: PipelineSpec) -> str:
+    """`postgres` or `clickhouse`: where `spec`'s sources load."""
+    return spec.warehouse.kind if spec.warehouse else "postgres"
 
 
 def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
@@ -332,7 +348,8 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
     )
     def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = usage()
-        wh = warehouse.get()
+        with classified(context, pipeline=P, source=None, partitions=list(context.partition_keys), policy=report_retry):
+            wh = warehouse.for_pipeline(spec)
         paths, last_md = {}, ""
         for k in context.partition_keys:
             window = window_for(pdef, k)
@@ -366,16 +383,15 @@ def render_status_report(
     """The report of a run that did not finish cleanly, marked PARTIAL or FAILED at the top.
 
     The `report` asset never runs after an upstream failure, so the run-finished handler
-    renders this one; it lists which sources are missing and why.
+    renders this one; it lists which sources are missing and why. `warehouse_url` is the
+    PostgreSQL warehouse; a pipeline with its own `warehouse:` block reads its KPIs there.
     """
-    from etl_assets.warehouse import Warehouse
-
     pdef = partitions_def(spec)
     failed = {n: s for n, s in record["sources"].items() if s["status"] != "success"}
     reason = "; ".join(
         f"{n} {s['status']}" + (f": {s['error']}" if s.get("error") else "") for n, s in failed.items()
     ) or (record.get("error_summary") or "the run failed")
-    wh = Warehouse(warehouse_url)
+    wh = open_warehouse(spec.warehouse, warehouse_url)
     path = None
     for k in record["partitions"]:
         window = window_for(pdef, k)

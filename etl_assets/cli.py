@@ -71,10 +71,14 @@ def demo_seed() -> None:
     from etl_assets import embedded
 
     server = embedded.configure()  # noqa: F841  (keeps the embedded server up while seeding)
-    counts = demo_mod.seed(os.environ["ETL_DEMO_SOURCE_URL"], Path(os.environ["ETL_HOME"]) / "demo")
+    counts = demo_mod.seed(
+        os.environ["ETL_DEMO_SOURCE_URL"], Path(os.environ["ETL_HOME"]) / "demo",
+        mysql_url=os.environ.get("ETL_DEMO_MYSQL_URL") or None,
+    )
     click.echo(
         f"seeded demo: {counts['orders']} orders over {counts['weeks']} weeks, "
-        f"{counts['products']} products in {Path(os.environ['ETL_HOME']) / 'demo' / 'products'}"
+        f"{counts['products']} products in {Path(os.environ['ETL_HOME']) / 'demo' / 'products'}, "
+        + (f"{counts['customers']} customers in MariaDB" if counts["customers"] else "no MariaDB (customers skipped)")
     )
 
 

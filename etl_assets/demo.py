@@ -93,8 +93,54 @@ def week_orders(week_start: dt.date, now: dt.datetime) -> list[tuple]:
     return [r for r in rows if r[6] <= now]
 
 
-def seed(source_url: str, data_dir: Path, now: dt.datetime | None = None, weeks: int = WEEKS) -> dict[str, int]:
-    """Create or refresh the demo source database and the products CSV folder."""
+def customers() -> list[tuple]:
+    rng = random.Random(11)
+    cities = ["São Paulo", "Campinas", "Santos", "Curitiba", "Rio de Janeiro", "Belo Horizonte"]
+    first = ["Ana", "Bruno", "Carla", "Diego", "Elisa", "Fabio", "Gabi", "Hugo", "Iara", "João"]
+    rows = []
+    for cid in range(1, CUSTOMERS + 1):
+        signed = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=rng.randrange(20_000))
+        rows.append((cid, f"{rng.choice(first)} {chr(65 + cid % 26)}.", rng.choice(cities), signed.replace(tzinfo=None)))
+    return rows
+
+
+def seed_customers(mysql_url: str) -> int:
+    """The demo CRM in MariaDB/MySQL: `demo_crm.customers`, the same rows every time."""
+    from urllib.parse import unquote, urlparse
+
+    import pymysql
+
+    u = urlparse(mysql_url)
+    db = (u.path or "/demo_crm").lstrip("/") or "demo_crm"
+    conn = pymysql.connect(
+        host=u.hostname or "127.0.0.1", port=u.port or 3306, user=unquote(u.username or "root"),
+        password=unquote(u.password or ""), autocommit=True, charset="utf8mb4",
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")  # name from our own URL
+            cur.execute(f"USE `{db}`")
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS customers (customer_id BIGINT PRIMARY KEY, name VARCHAR(100),"
+                " city VARCHAR(100), signed_up_at DATETIME NOT NULL)"
+            )
+            cur.execute("DELETE FROM customers")
+            rows = customers()
+            cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s)", rows)
+    finally:
+        conn.close()
+    return len(rows)
+
+
+def seed(
+    source_url: str,
+    data_dir: Path,
+    now: dt.datetime | None = None,
+    weeks: int = WEEKS,
+    mysql_url: str | None = None,
+) -> dict[str, int]:
+    """Create or refresh the demo source database, the products CSV folder and, when a
+    MariaDB/MySQL URL is given, the customers table."""
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(TZ)
     today = now.date()
     this_week = today - dt.timedelta(days=(today.weekday() + 1) % 7)  # Sunday
@@ -120,4 +166,7 @@ def seed(source_url: str, data_dir: Path, now: dt.datetime | None = None, weeks:
         for p in part:
             buf.write(f"{p['sku']},{p['name']},{p['category']},{p['list_price']:.2f}\n")
         (folder / name).write_text(buf.getvalue(), encoding="utf-8")
-    return {"orders": len(rows), "products": len(catalog), "weeks": weeks + 1}
+    result = {"orders": len(rows), "products": len(catalog), "weeks": weeks + 1, "customers": 0}
+    if mysql_url:
+        result["customers"] = seed_customers(mysql_url)
+    return result

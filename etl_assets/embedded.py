@@ -44,6 +44,16 @@ def ensure_databases(server: Any) -> None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
 
 
+def _reachable(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
 def to_psycopg2(url_: str) -> str:
     """dagster-postgres needs the psycopg2 dialect; plain postgresql:// maps to psycopg 3."""
     scheme, rest = url_.split("://", 1)
@@ -69,6 +79,9 @@ def configure(env: dict[str, str] | None = None) -> Any:
     else:
         env.setdefault("ETL_INSTANCE_URL", to_psycopg2(env["ETL_WAREHOUSE_URL"]))
         env.setdefault("ETL_DEMO_SOURCE_URL", env["ETL_WAREHOUSE_URL"])
+    if "ETL_DEMO_MYSQL_URL" not in env and _reachable("127.0.0.1", 3306):
+        # The demo's optional MariaDB source; without a server it is skipped.
+        env["ETL_DEMO_MYSQL_URL"] = "mysql://root@127.0.0.1:3306/demo_crm"
     if not env.get("DAGSTER_HOME"):
         dagster_home = home / "dagster_home"
         dagster_home.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from psycopg import sql
 
 from etl_assets.spec import (
     BetweenCheck,
@@ -101,7 +100,9 @@ class CheckContext:
     partition: str | None = None
     missing_columns: list[str] = field(default_factory=list)
     raw_columns: dict[str, str] = field(default_factory=dict)  # source column -> raw dtype
-    query: Any = None  # (psycopg.sql statement, params) -> DataFrame, against the warehouse
+    # The warehouse (an etl_assets.warehouse.BaseWarehouse, PostgreSQL or ClickHouse): it runs
+    # the relationship and row-count-anomaly lookups in its own SQL dialect.
+    warehouse: Any = None
     targets: dict[str, str] = field(default_factory=dict)  # source name -> schema.table
     own_target: str | None = None
 
@@ -286,14 +287,7 @@ def _relationship(check: RelationshipCheck, source: Any, frame: pd.DataFrame, ct
     orphans: set[str] = set()
     if distinct:
         table = ctx.targets[check.to.source]
-        found = ctx.query(
-            sql.SQL(
-                "SELECT DISTINCT u.v FROM unnest(%(vals)s::text[]) AS u(v) "
-                "WHERE NOT EXISTS (SELECT 1 FROM {tbl} t WHERE t.{col}::text = u.v)"
-            ).format(tbl=sql.Identifier(*table.split(".")), col=sql.Identifier(check.to.column)),
-            {"vals": distinct},
-        )
-        orphans = set(found.iloc[:, 0].astype(str)) if len(found) else set()
+        orphans = ctx.warehouse.missing_values(table, check.to.column, distinct)
     bad = present & values.astype("string").isin(list(orphans)).fillna(False).to_numpy(dtype=bool)
     samples = sorted(orphans)[:SAMPLE_SIZE]
     return (
@@ -305,14 +299,10 @@ def _relationship(check: RelationshipCheck, source: Any, frame: pd.DataFrame, ct
 
 
 def _anomaly(check: RowCountAnomalyCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> CheckOutcome:
-    history = ctx.query(
-        sql.SQL(
-            "SELECT _partition, count(*) AS n FROM {tbl} WHERE _partition < %(k)s "
-            "GROUP BY _partition ORDER BY _partition DESC LIMIT %(lim)s"
-        ).format(tbl=sql.Identifier(*ctx.own_target.split("."))),
-        {"k": ctx.partition, "lim": check.partitions},
-    ) if ctx.own_target and _exists(ctx) else pd.DataFrame(columns=["_partition", "n"])
-    counts = [int(n) for n in history["n"]] if len(history) else []
+    history = ctx.warehouse.partition_counts(
+        ctx.own_target, ctx.partition, check.partitions, inclusive=False
+    ) if ctx.own_target and _exists(ctx) else []
+    counts = [n for _, n in history]
     rows = len(frame)
     if len(counts) < check.min_history:
         return _outcome(check, source, True, element_count=rows,
@@ -328,8 +318,7 @@ def _anomaly(check: RowCountAnomalyCheck, source: Any, frame: pd.DataFrame, ctx:
 
 
 def _exists(ctx: CheckContext) -> bool:
-    found = ctx.query(sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL AS ok"), {"t": ctx.own_target})
-    return bool(found.iloc[0, 0])
+    return bool(ctx.warehouse.table_exists(ctx.own_target))
 
 
 def _freshness(check: FreshnessCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> CheckOutcome:

@@ -344,6 +344,9 @@ class _Source(Strict):
     retries: RetrySpec | None = None
     batch_size: int | None = Field(default=None, gt=0)
     timeout_seconds: float | None = Field(default=None, gt=0)
+    # An optional source whose ${ENV} settings are not set is skipped (loads nothing) instead
+    # of failing the run: for systems only some deployments have.
+    optional: bool = False
 
     @field_validator("name")
     @classmethod
@@ -793,6 +796,54 @@ class RetentionSpec(Strict):
     keep_last_success: bool = True
 
 
+# --- warehouse ------------------------------------------------------------------------------
+
+_WAREHOUSE_SCHEMES = {
+    "postgres": ("postgresql://", "postgres://"),
+    "clickhouse": ("clickhouse://", "clickhouses://", "chdb://"),
+}
+
+
+class WarehouseSpec(Strict):
+    """The load target: PostgreSQL (default) or ClickHouse, a server or embedded chDB.
+
+    postgres: `url` is optional (default: the ETL_WAREHOUSE_URL warehouse).
+    clickhouse: `clickhouse://user:${PW}@host:8123/db` (`clickhouses://` for TLS) or
+    `chdb:///path/to/dir` for the embedded engine. Run history stays in PostgreSQL.
+    """
+
+    kind: Literal["postgres", "clickhouse"] = "postgres"
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", v)
+        if m and m.group(1) and not ENV_REF.fullmatch(m.group(1)):
+            raise ValueError(
+                "the URL holds a literal password: reference an environment variable instead, "
+                "e.g. clickhouse://etl:${CLICKHOUSE_PASSWORD}@host:8123/db"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _kind_url(self) -> WarehouseSpec:
+        if self.url is None:
+            if self.kind == "clickhouse":
+                raise ValueError(
+                    'a clickhouse warehouse needs url, e.g. "${CLICKHOUSE_URL}" or chdb:///path/to/dir'
+                )
+            return self
+        if not self.url.startswith("${") and not self.url.startswith(_WAREHOUSE_SCHEMES[self.kind]):
+            raise ValueError(
+                f"url of a {self.kind} warehouse must start with "
+                + " or ".join(_WAREHOUSE_SCHEMES[self.kind])
+            )
+        return self
+
+
 class PipelineSpec(Strict):
     name: str
     description: str = ""
@@ -809,6 +860,8 @@ class PipelineSpec(Strict):
     notify: NotifySpec = Field(default_factory=NotifySpec)
     catchup: CatchupSpec = Field(default_factory=CatchupSpec)
     timeout_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    # Where the sources load; None: the PostgreSQL warehouse (ETL_WAREHOUSE_URL).
+    warehouse: WarehouseSpec | None = None
 
     @field_validator("name")
     @classmethod

@@ -1,16 +1,21 @@
-"""The PostgreSQL warehouse: typed target tables and idempotent, all-or-nothing partition loads.
+"""The warehouse: typed target tables and idempotent, all-or-nothing partition loads.
 
-Each partition loads in one transaction: COPY into a temporary staging table, then one
-`INSERT … ON CONFLICT DO UPDATE … WHERE record_hash IS DISTINCT FROM …`. Rows whose hash is
-unchanged are never touched, so a rerun changes nothing, not even `_loaded_at`.
+`BaseWarehouse` is what the assets use. `Warehouse` implements it on PostgreSQL, the default;
+`etl_assets.warehouse_clickhouse.ClickHouseWarehouse` on ClickHouse. A pipeline's `warehouse:`
+block picks one (`open_warehouse`).
+
+On PostgreSQL each partition loads in one transaction: COPY into a temporary staging table,
+then one `INSERT … ON CONFLICT DO UPDATE … WHERE record_hash IS DISTINCT FROM …`. Rows whose
+hash is unchanged are never touched, so a rerun changes nothing, not even `_loaded_at`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from etl_assets.secrets import redact, resolve
 from etl_assets.sources.base import SourceDataError
 from etl_assets.sqlutil import bind_named
 
@@ -75,9 +81,94 @@ def _index_name(table: str, suffix: str) -> str:
     return name
 
 
-class Warehouse:
+class BaseWarehouse(ABC):
+    """What the assets ask of a warehouse. Targets are `schema.table` on every engine.
+
+    `connect()` yields an engine-specific handle that `ensure_table` and `load_partition`
+    take; every other method opens its own.
+    """
+
+    kind: str
+
+    @abstractmethod
+    def connect(self) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def ensure_table(
+        self,
+        conn: Any,
+        target: str,
+        types: dict[str, str],
+        key: list[str],
+        *,
+        quarantine: bool = False,
+        not_null: Collection[str] = (),
+    ) -> None:
+        """Create `target` (and `<table>__quarantine`) or add the columns it lacks.
+
+        `not_null` names the columns the spec declares `nullable: false`; key columns never
+        hold nulls. A column whose type differs from the spec's is a `SourceDataError`.
+        """
+
+    @abstractmethod
+    def load_partition(
+        self,
+        conn: Any,
+        *,
+        target: str,
+        frame: pd.DataFrame,
+        types: dict[str, str],
+        key: list[str],
+        partition: str,
+        run_id: str,
+        strategy: str,
+        quarantine: pd.DataFrame | None = None,
+        delete_missing: bool = False,
+    ) -> LoadCounts:
+        """Make `partition` of `target` hold `frame`, all or nothing; a rerun changes nothing."""
+
+    @abstractmethod
+    def query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        """A spec's SQL with `:name` parameters (KPIs), values bound."""
+
+    @abstractmethod
+    def table_exists(self, target: str) -> bool: ...
+
+    @abstractmethod
+    def partition_counts(
+        self, target: str, partition: str, limit: int, *, inclusive: bool
+    ) -> list[tuple[str, int]]:
+        """Rows per `_partition` before `partition` (or up to it, `inclusive`), newest first."""
+
+    @abstractmethod
+    def missing_values(self, target: str, column: str, values: list[str]) -> set[str]:
+        """Which of `values` no row of `target` has in `column` (compared as text)."""
+
+    @abstractmethod
+    def high_water_mark(self, target: str, column: str) -> Any:
+        """The newest `column` value loaded into `target`, or None before the first load."""
+
+    @abstractmethod
+    def count(self, target: str, partition: str | None = None) -> int: ...
+
+    @abstractmethod
+    def column_type(self, type_: str) -> str:
+        """The engine's name for a spec column type, as shown in the column schema."""
+
+
+class Warehouse(BaseWarehouse):
+    """The PostgreSQL warehouse."""
+
+    kind = "postgres"
+
     def __init__(self, url: str):
         self.url = url
+
+    def __repr__(self) -> str:
+        return f"Warehouse({redact(self.url)!r})"
+
+    def column_type(self, type_: str) -> str:
+        return PG_TYPES[type_]
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
@@ -94,7 +185,9 @@ class Warehouse:
         key: list[str],
         *,
         quarantine: bool = False,
+        not_null: Collection[str] = (),
     ) -> None:
+        # `not_null` is not enforced here: normalize already rejects nulls in such columns.
         schema, table = target.split(".")
         if quarantine:
             self._ensure_quarantine(conn, target, types)
@@ -182,6 +275,7 @@ class Warehouse:
         run_id: str,
         strategy: str,
         quarantine: pd.DataFrame | None = None,
+        delete_missing: bool = False,
     ) -> LoadCounts:
         """Load one partition in one transaction. Concurrent loads of it are serialized.
 
@@ -225,6 +319,14 @@ class Warehouse:
                     (partition,),
                 )
                 counts.deleted = cur.rowcount
+            if delete_missing and key:
+                # A full source is the whole truth: target rows it no longer has go.
+                cur = conn.execute(
+                    sql.SQL("DELETE FROM {tgt} AS t WHERE NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})").format(
+                        tgt=tgt, match=key_match
+                    )
+                )
+                counts.deleted += cur.rowcount
             if not key:
                 # Without a key a partition can only be replaced whole.
                 cur = conn.execute(
@@ -317,6 +419,32 @@ class Warehouse:
             names = [d.name for d in cur.description or []]
             return pd.DataFrame(cur.fetchall(), columns=names)
 
+    def table_exists(self, target: str) -> bool:
+        found = self.run(sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL AS ok"), {"t": target})
+        return bool(found.iloc[0, 0])
+
+    def partition_counts(
+        self, target: str, partition: str, limit: int, *, inclusive: bool
+    ) -> list[tuple[str, int]]:
+        frame = self.run(
+            sql.SQL(
+                "SELECT _partition, count(*) AS n FROM {tbl} WHERE _partition {op} %(k)s "
+                "GROUP BY _partition ORDER BY _partition DESC LIMIT %(lim)s"
+            ).format(tbl=sql.Identifier(*target.split(".")), op=sql.SQL("<=" if inclusive else "<")),
+            {"k": partition, "lim": limit},
+        )
+        return [(str(p), int(n)) for p, n in frame.itertuples(index=False)]
+
+    def missing_values(self, target: str, column: str, values: list[str]) -> set[str]:
+        found = self.run(
+            sql.SQL(
+                "SELECT DISTINCT u.v FROM unnest(%(vals)s::text[]) AS u(v) "
+                "WHERE NOT EXISTS (SELECT 1 FROM {tbl} t WHERE t.{col}::text = u.v)"
+            ).format(tbl=sql.Identifier(*target.split(".")), col=sql.Identifier(column)),
+            {"vals": values},
+        )
+        return set(found.iloc[:, 0].astype(str)) if len(found) else set()
+
     def high_water_mark(self, target: str, column: str) -> Any:
         """The newest `column` value loaded into `target`, or None before the first load."""
         with self.connect() as conn:
@@ -336,10 +464,41 @@ class Warehouse:
             return int(conn.execute(stmt, (partition,)).fetchone()[0])
 
 
+PostgresWarehouse = Warehouse
+
+
+def open_warehouse(spec: Any, default_url: str) -> BaseWarehouse:
+    """The warehouse a pipeline's `warehouse:` block (a `WarehouseSpec` or None) selects.
+
+    Without one, or with `kind: postgres` and no URL, it is the PostgreSQL warehouse at
+    `default_url`. `${ENV}` references in the URL are resolved here, at run time.
+    """
+    kind = getattr(spec, "kind", None) or "postgres"
+    url = getattr(spec, "url", None)
+    resolved = resolve(url, where="warehouse.url") if url else None
+    if kind == "postgres":
+        return Warehouse(resolved or default_url)
+    if kind == "clickhouse":
+        from etl_assets.warehouse_clickhouse import ClickHouseWarehouse
+
+        if not resolved:
+            raise SourceDataError("warehouse.url: a ClickHouse warehouse needs a url")
+        # Run history stays in PostgreSQL; its database also serializes loads of a table.
+        return ClickHouseWarehouse(resolved, lock_url=default_url)
+    raise SourceDataError(f"warehouse.kind: unknown warehouse kind {kind!r}")
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """The PostgreSQL warehouse. The URL comes from ETL_WAREHOUSE_URL when a run launches."""
+    """The PostgreSQL warehouse. The URL comes from ETL_WAREHOUSE_URL when a run launches.
+
+    It also holds run history (`etl_meta`), whichever warehouse a pipeline loads into.
+    """
 
     url: str
 
     def get(self) -> Warehouse:
         return Warehouse(self.url)
+
+    def for_pipeline(self, spec: Any) -> BaseWarehouse:
+        """The warehouse `spec` loads into: its `warehouse:` block, else this one."""
+        return open_warehouse(getattr(spec, "warehouse", None), self.url)

@@ -238,3 +238,59 @@ def test_report_and_metadata(etl_env, instance) -> None:
     assert (html_path.with_suffix(".md")).read_text() == md
     for layer in ("raw", "normalized", "validated"):
         assert (Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / layer / "orders" / "2025-03-09.parquet").is_file()
+
+
+def test_batched_source_streams_through_every_layer(etl_env, instance) -> None:
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0]["batch_size"] = 7
+    spec = type(make_spec()).model_validate(data)
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(50, ny(2025, 3, 9, 1), dt.timedelta(hours=2)))
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert result.success
+    raw = meta(result, asset_key("shop", "raw", "orders"))
+    assert raw["dagster/row_count"] == 50
+    assert raw["inputs"]["2025-03-09"]["rows"] == 50
+    import pyarrow.parquet as pq
+
+    path = Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / "raw" / "orders" / "2025-03-09.parquet"
+    assert pq.ParquetFile(path).num_row_groups == 8  # written batch by batch
+    assert meta(result, LOADED)["inserted"] == 50
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT count(*), sum(order_id) FROM mart.orders") == [(50, 1275)]
+
+
+def test_optional_source_without_settings_is_skipped(etl_env, instance, monkeypatch) -> None:
+    monkeypatch.delenv("ETL_TEST_CRM_URL", raising=False)
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"].append({
+        "name": "crm", "kind": "mysql", "connection": {"url": "${ETL_TEST_CRM_URL}"}, "table": "customers",
+        "mode": "full", "optional": True, "primary_key": ["id"], "columns": [{"name": "id", "type": "integer"}],
+        "load": {"target": "mart.crm"},
+    })
+    spec = type(make_spec()).model_validate(data)
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(3, ny(2025, 3, 9, 1), dt.timedelta(hours=2)))
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert result.success
+    raw = meta(result, asset_key("shop", "raw", "crm"))
+    assert raw["inputs"]["2025-03-09"]["skipped"] == "shop.sources.crm.connection.url: environment variable ETL_TEST_CRM_URL is not set"
+    assert meta(result, asset_key("shop", "loaded", "crm"))["inserted"] == 0
+    assert meta(result, LOADED)["inserted"] == 3
+
+
+def test_full_source_with_delete_missing_removes_rows_gone_from_the_source(etl_env, instance, tmp_path: Path) -> None:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "p.csv").write_text("sku,price\nA,1\nB,2\nC,3\n")
+    spec = make_spec(
+        sources=[{
+            "name": "products", "kind": "csv", "path": str(folder / "*.csv"), "mode": "full",
+            "primary_key": ["sku"], "columns": [{"name": "sku"}, {"name": "price", "type": "float"}],
+            "load": {"target": "mart.products", "delete_missing": True},
+        }],
+        report={},
+    )
+    assert materialize(spec, etl_env, instance, partition_key="2025-03-02").success
+    (folder / "p.csv").write_text("sku,price\nA,1\nC,4\n")
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    m = meta(result, asset_key("shop", "loaded", "products"))
+    assert (m["inserted"], m["updated"], m["unchanged"], m["deleted"]) == (0, 1, 1, 1)
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT sku, price FROM mart.products ORDER BY 1") == [("A", 1.0), ("C", 4.0)]

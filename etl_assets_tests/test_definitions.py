@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_all_definitions_load() -> None:
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    for source in ("orders", "products"):
+    for source in ("orders", "products", "customers"):
         for layer in ("raw", "normalized", "validated", "loaded"):
             assert f"demo_sales/{layer}/{source}" in keys
     assert "demo_sales/report" in keys
@@ -45,7 +45,11 @@ def test_loaded_depends_on_validated_and_report_on_every_loaded() -> None:
     assert {k.to_user_string() for k in report.parent_keys} == {
         "demo_sales/loaded/orders",
         "demo_sales/loaded/products",
+        "demo_sales/loaded/customers",
     }
+    # The relationship check reads products from the warehouse, so it waits for that load.
+    validated = graph.get(dg.AssetKey(["demo_sales", "validated", "orders"]))
+    assert dg.AssetKey(["demo_sales", "loaded", "products"]) in validated.parent_keys
 
 
 def test_dagster_definitions_validate(databases) -> None:
