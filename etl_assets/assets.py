@@ -83,6 +83,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         kinds={source.kind, "parquet"},
         io_manager_key="parquet_io",
         retry_policy=retry,
+        pool=source.pool_name,
         metadata={"source_kind": source.kind},
         **common,
     )

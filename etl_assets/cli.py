@@ -353,12 +353,15 @@ def dev(host: str, port: int) -> None:
         "-h", host, "-p", str(port),
     ]
     click.echo(f"Dagster UI: http://{host}:{port}  (Ctrl-C to stop)")
-    proc = subprocess.Popen(cmd, cwd=settings.PROJECT_ROOT)
+    # Its own session: a terminal's Ctrl-C reaches us alone, and we stop dagster dev once,
+    # cleanly, instead of both of us interrupting its shutdown.
+    proc = subprocess.Popen(cmd, cwd=settings.PROJECT_ROOT, start_new_session=True)
 
     def forward(signum, _frame):
         proc.send_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
@@ -366,8 +369,10 @@ def dev(host: str, port: int) -> None:
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the webserver, daemon and code servers too
             code = proc.wait()
+        else:
+            code = 0 if code in (0, -signal.SIGINT, 130) else code
     sys.exit(0 if code in (0, -signal.SIGINT, 130) else code)
 
 

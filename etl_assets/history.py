@@ -270,8 +270,20 @@ def build_record(
             error_summary = error_summary if error_summary.startswith(f"{P}/") else f"{failing_source}: {error_summary}"
     elif status in ("failed", "canceled"):
         # No step failed: the run itself died (worker killed, OOM, lost) or was canceled.
+        # No step failed, yet the run did: its worker process died (SIGKILL, out of memory,
+        # a lost host), whoever noticed first (run monitoring, the code server) marked it.
         lost = [m for m in messages if "run worker" in m.lower()]
-        error_type = "canceled" if status == "canceled" else ("worker_lost" if lost else "run_failure")
+        timed_out = [m for m in messages if "maximum runtime" in m.lower() or "max_runtime" in m.lower()]
+        cut_short = [k for k, st in steps.items() if "started" in st and "finished" not in st]
+        if status == "canceled":
+            error_type = "canceled"
+        elif timed_out:
+            error_type, lost = "timeout", timed_out
+        else:
+            error_type = "worker_lost"
+            if not lost:
+                during = f" during step {cut_short[0]}" if cut_short else ""
+                lost = [f"the run worker stopped{during} without reporting why (killed, out of memory or lost)"]
         error_summary = (lost or messages or ["the run ended without a step failure"])[-1].strip().splitlines()[0][:500]
     started = rec.start_time if rec else None
     finished = rec.end_time if rec else None

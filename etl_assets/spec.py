@@ -347,6 +347,10 @@ class _Source(Strict):
     # An optional source whose ${ENV} settings are not set is skipped (loads nothing) instead
     # of failing the run: for systems only some deployments have.
     optional: bool = False
+    # Steps reading the same source system share a Dagster pool, so a deployment caps the
+    # connections a pipeline opens to it (dagster.yaml `pools.default_limit`, or
+    # `dagster instance concurrency set <pool> N`). Default: one pool per connection setting.
+    pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,100}$")
 
     @field_validator("name")
     @classmethod
@@ -396,6 +400,16 @@ class _Source(Strict):
             if isinstance(c, SchemaCheck) and c.columns is None and self.columns is None:
                 raise ValueError("a schema check needs columns, or the source's columns declared")
         return self
+
+    @property
+    def pool_name(self) -> str:
+        if self.pool:
+            return self.pool
+        ref = getattr(getattr(self, "connection", None), "url", None) or getattr(self, "url", None) or ""
+        m = ENV_REF.fullmatch(ref)
+        if m:
+            return f"{self.kind}:{m.group(1).lower()}"
+        return f"{self.kind}:{self.name}"
 
     @property
     def schema_checked(self) -> bool:
