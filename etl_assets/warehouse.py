@@ -68,6 +68,15 @@ def quarantine_table(target: str) -> str:
     return f"{schema}.{name}"
 
 
+def _create_schema(conn: psycopg.Connection, schema: str) -> None:
+    """CREATE SCHEMA IF NOT EXISTS, safe when loads of two tables in one new schema run at once.
+
+    IF NOT EXISTS does not stop two concurrent creators from colliding in the catalog.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl-schema", schema),))
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
 def lock_key(*parts: str) -> int:
     """A stable 64-bit advisory-lock key (hashtext differs across server versions)."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
@@ -194,7 +203,7 @@ class Warehouse(BaseWarehouse):
         with conn.transaction():
             # Two runs creating the same table at once would race on the catalog.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl", target),))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            _create_schema(conn, schema)
             existing = {
                 r[0]: r[1]
                 for r in conn.execute(
@@ -254,7 +263,7 @@ class Warehouse(BaseWarehouse):
         ]
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ddl", target),))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            _create_schema(conn, schema)
             conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                     sql.Identifier(schema, table), sql.SQL(", ").join(cols)

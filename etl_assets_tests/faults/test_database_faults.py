@@ -190,6 +190,34 @@ def test_concurrent_loads_of_one_partition_never_interleave(warehouse_url) -> No
     assert rows in ([(1, 20_000, 20_000, ["a"])], [(10_001, 30_000, 20_000, ["b"])])
 
 
+def test_tables_of_one_new_schema_are_created_at_once(warehouse_url) -> None:
+    """Loads of many tables into a schema nobody created yet all start together (parallel steps)."""
+    wh = Warehouse(warehouse_url)
+    types = {"id": "integer", "tag": "string"}
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def create(i: int) -> None:
+        try:
+            with wh.connect() as conn:
+                barrier.wait()
+                wh.ensure_table(conn, f"fresh.t{i}", types, ["id"], quarantine=i % 2 == 0)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    tables = query(warehouse_url, "SELECT table_name FROM information_schema.tables "
+                   "WHERE table_schema = 'fresh' ORDER BY table_name")
+    assert [t for (t,) in tables] == sorted(
+        [f"t{i}" for i in range(8)] + [f"t{i}__quarantine" for i in range(0, 8, 2)]
+    )
+
+
 SIGKILL_SCRIPT = """
 import os, sys
 import pandas as pd
