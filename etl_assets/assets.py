@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from upath import UPath
 
 from etl_assets import quality
 from etl_assets import report as report_mod
@@ -26,7 +27,10 @@ from etl_assets.settings import storage_dir
 from etl_assets.secrets import MissingSecret
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
-from etl_assets.storage import KEEP, PartitionFrames, spool, read_frame, side_path, write_atomic, write_frame
+from etl_assets.storage import (
+    KEEP, PartitionFrames, Written, copy_file, layer_path, read_frame, side_path, write_atomic, write_frame,
+    write_partition,
+)
 from etl_assets.warehouse import LoadCounts, WarehouseResource, open_warehouse
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
@@ -105,11 +109,13 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         raise
                     context.log.warning(f"{P}/{S}: optional source skipped: {e}")
                     ex = Extract(empty_frame(source), {"skipped": str(e), "rows": 0})
-                if ex.frame is not None and not isinstance(ex.frame, pd.DataFrame):
-                    # Read a streamed extract here, where its errors are classified and retried;
-                    # the spool holds it on local disk, batch by batch, for the Parquet layer.
-                    ex.frame = spool(ex.frame)
-            values[k] = KEEP if ex.unchanged else ex.frame
+                if not ex.unchanged:
+                    # Written now, where a streamed extract's errors are classified and retried,
+                    # and so that a long range holds one window in memory, not all of them.
+                    path = layer_path(storage_dir(), keys["raw"], k)
+                    write_partition(path, ex.frame)
+            values[k] = KEEP if ex.unchanged else Written(path)
+            ex.frame = None
             # Same dict, not a copy: a streaming source finishes its counts while being written.
             ex.inputs["unchanged"] = ex.unchanged
             inputs[k] = ex.inputs
@@ -133,7 +139,9 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         for k in context.partition_keys:
             with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
                 result = normalize(raw[k], source, spec.timezone)
-            frames[k], stats[k] = result.frame, result.stats
+            path = layer_path(storage_dir(), keys["normalized"], k)
+            write_partition(path, result.frame)  # one window in memory at a time
+            frames[k], stats[k] = Written(path), result.stats
         return dg.Output(
             frames, metadata={"normalize_stats": dg.MetadataValue.json(stats), **step_metrics(started)}
         )
@@ -158,7 +166,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=None):
             wh = warehouse.for_pipeline(spec)
         per_partition: dict[str, list[quality.CheckOutcome]] = {}
-        keep: dict[str, Any] = {}
+        written: dict[str, Written] = {}
         quarantined: dict[str, int] = {}
         base = storage_dir()
         for k in context.partition_keys:
@@ -173,27 +181,27 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
                 result = quality.run_checks(normalized[k], source, ctx)
             per_partition[k] = result.outcomes
+            # The validated layer is the normalized data that passed: the same file when every
+            # row passed, written now either way so memory holds one window at a time.
+            path = layer_path(base, keys["validated"], k)
+            if quarantines and not result.keep.all():
+                write_partition(path, normalized[k][result.keep].reset_index(drop=True))
+            else:
+                copy_file(UPath(normalized.path(k)), path)
+            written[k] = Written(path)
             write_atomic(
                 side_path(base, P, "quality", S, k, "json"),
                 json.dumps(result.document, default=str, indent=1).encode(),
             )
             if quarantines:
                 write_frame(side_path(base, P, "quarantine", S, k, "parquet"), result.quarantine)
-                keep[k] = None if result.keep.all() else result.keep
                 quarantined[k] = len(result.quarantine)
         merged = quality.merge_outcomes(list(per_partition.values()))
         warned = [o.name for o in merged if not o.passed and o.severity in ("warn", "quarantine")]
         failed = [o.name for o in merged if not o.passed and o.severity == "error"]
 
-        def passing(k: str) -> pd.DataFrame:
-            frame = normalized[k]
-            mask = keep.get(k)
-            return frame if mask is None else frame[mask].reset_index(drop=True)
-
-        # The validated layer is the normalized data that passed; it is re-read partition by
-        # partition while being written, so memory holds one partition at a time.
         yield dg.Output(
-            {k: (lambda k=k: passing(k)) for k in context.partition_keys},
+            written,
             metadata={
                 "checks_by_partition": dg.MetadataValue.json(
                     {k: [o.as_dict() for o in v] for k, v in per_partition.items()}

@@ -29,8 +29,60 @@ class _Keep:
 
 KEEP = _Keep()
 
-# What an asset may hand over per partition: a frame, batches of one, a thunk, or KEEP.
-PartitionValue = pd.DataFrame | Iterable[pd.DataFrame] | Callable[[], pd.DataFrame] | _Keep
+
+class Written:
+    """A partition the asset wrote itself, so that a long range holds one partition in memory.
+
+    Files written before the step fails are complete (atomic rename) but not recorded as a
+    materialization; the next run rewrites them.
+    """
+
+    def __init__(self, path: UPath):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Written({self.path})"
+
+
+# What an asset may hand over per partition: a frame, batches of one, a thunk, KEEP or Written.
+PartitionValue = pd.DataFrame | Iterable[pd.DataFrame] | Callable[[], pd.DataFrame] | _Keep | Written
+
+
+def layer_path(base: str, key: dg.AssetKey, partition: str) -> UPath:
+    """Where the Parquet IO manager keeps `key`'s `partition`, as UPathIOManager lays it out."""
+    return UPath(base).joinpath(*key.path, f"{partition}{ParquetIOManager.extension}")
+
+
+def write_partition(path: UPath, obj: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[int, pd.DataFrame]:
+    """Write a frame, or stream batches, to `path` atomically; return (rows, first rows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if isinstance(obj, pd.DataFrame):
+            with tmp.open("wb") as f:
+                obj.to_parquet(f, index=False, compression="zstd")
+            rows, head = len(obj), obj.head(PREVIEW_ROWS)
+        else:
+            rows, head = ParquetIOManager._stream(tmp, obj)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return rows, head
+
+
+def copy_file(source: UPath, path: UPath) -> None:
+    """Copy a stored partition file atomically (a layer that passes its input on unchanged)."""
+    write_atomic(path, source.read_bytes())
+
+
+def stored_rows(path: UPath) -> tuple[int, pd.DataFrame]:
+    """Rows and the first rows of a stored partition file, without reading all of it."""
+    with path.open("rb") as f:
+        pf = pq.ParquetFile(f)
+        rows = pf.metadata.num_rows
+        head = next(pf.iter_batches(batch_size=PREVIEW_ROWS), None)
+        return rows, (head.to_pandas() if head is not None else pf.schema_arrow.empty_table().to_pandas())
 
 
 class PartitionFrames(Mapping[str, pd.DataFrame]):
@@ -57,19 +109,7 @@ class ParquetIOManager(dg.UPathIOManager):
 
     def dump_to_path(self, context: Any, obj: pd.DataFrame | Iterable[pd.DataFrame], path: UPath) -> tuple[int, pd.DataFrame]:
         """Write a frame, or stream batches, to `path`; return (rows, first rows for preview)."""
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            if isinstance(obj, pd.DataFrame):
-                with tmp.open("wb") as f:
-                    obj.to_parquet(f, index=False, compression="zstd")
-                rows, head = len(obj), obj.head(PREVIEW_ROWS)
-            else:
-                rows, head = self._stream(tmp, obj)
-            tmp.rename(path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return rows, head
+        return write_partition(path, obj)
 
     @staticmethod
     def _stream(tmp: UPath, batches: Iterable[pd.DataFrame]) -> tuple[int, pd.DataFrame]:
@@ -112,13 +152,13 @@ class ParquetIOManager(dg.UPathIOManager):
         preview: pd.DataFrame | None = None
         for key, path in paths.items():
             value = obj[key]
-            if value is KEEP:
+            if isinstance(value, Written) and value.path != path:
+                copy_file(value.path, path)  # written under another base path than ours
+            if value is KEEP or isinstance(value, Written):
                 if not path.exists():
-                    raise dg.Failure(f"{path}: kept partition {key} has no stored file", allow_retries=False)
-                with path.open("rb") as f:
-                    pf = pq.ParquetFile(f)
-                    rows[key] = pf.metadata.num_rows
-                    head = pf.read().slice(0, PREVIEW_ROWS).to_pandas() if preview is None else None
+                    raise dg.Failure(f"{path}: partition {key} has no stored file", allow_retries=False)
+                rows[key], stored_head = stored_rows(path)
+                head = stored_head if preview is None or preview.empty else None
             else:
                 if callable(value):
                     value = value()
@@ -186,34 +226,3 @@ def write_frame(path: UPath, frame: pd.DataFrame) -> None:
 def read_frame(path: UPath) -> pd.DataFrame:
     with path.open("rb") as f:
         return pd.read_parquet(f)
-
-
-def spool(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Read a stream of frames to a local temporary Parquet file now, and replay it later.
-
-    Reading happens in the caller (so a source's errors surface there); the replay yields the
-    same batches one row group at a time, so memory never holds the whole window.
-    """
-    import os
-    import tempfile
-
-    fd, name = tempfile.mkstemp(prefix="etl-spool-", suffix=".parquet")
-    os.close(fd)
-    path = UPath(name)
-    try:
-        ParquetIOManager._stream(path, batches)
-    except BaseException:
-        os.unlink(name)
-        raise
-
-    def replay() -> Iterator[pd.DataFrame]:
-        try:
-            pf = pq.ParquetFile(name)
-            if pf.num_row_groups == 0:
-                yield pf.read().to_pandas()
-            for i in range(pf.num_row_groups):
-                yield pf.read_row_group(i).to_pandas()
-        finally:
-            os.unlink(name)
-
-    return replay()
