@@ -530,8 +530,8 @@ def render(data: dict[str, Any], s: dict[str, Any]) -> str:
         "`INSERT … SELECT …, md5(…) ON CONFLICT (order_id) DO UPDATE … "
         "WHERE record_hash IS DISTINCT FROM EXCLUDED.record_hash` (the hash computed once, in SQL), into a table "
         "shaped like etl-assets' (plus record_hash, _partition, _loaded_at, _run_id and the _partition index). "
-        + ("**Run with etl-assets' NOT EXISTS pre-filter.**" if data.get("prefilter") else
-           "Without etl-assets' `NOT EXISTS` pre-filter, which measured slower in every scenario (`--prefilter`)."),
+        + ("**Run with a `NOT EXISTS` hash pre-filter before the upsert.**" if data.get("prefilter") else
+           "Without a `NOT EXISTS` hash pre-filter, which measured slower in every scenario (`--prefilter` adds it)."),
         "- **(c)** `etl_assets.definitions.build_defs([spec])`, `resolve_job_def('bench_job').execute_in_process(…)` "
         "selecting raw → normalized → validated (not_null, unique key, between: great-expectations) → loaded, "
         "the weeks as one single-run partition range (`dagster/asset_partition_range_start/end`).",
@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regenerate", action="store_true", help="regenerate the source data even if current")
     ap.add_argument("--keep-databases", action="store_true")
     ap.add_argument("--prefilter", action="store_true",
-                    help="variant (b) with etl-assets' NOT EXISTS pre-filter (to see what it costs)")
+                    help="variant (b) with a NOT EXISTS hash pre-filter before the upsert (to see what it costs)")
     ap.add_argument("--from-json", type=Path, help="only render RESULTS.md again from a results.json")
     ap.add_argument("--product-ref", help="measure etl_assets as of this git revision (e.g. HEAD) instead of "
                                           "the working tree, which may be mid-edit")

@@ -363,9 +363,8 @@ class Warehouse(BaseWarehouse):
                     "WITH up AS ("
                     " INSERT INTO {tgt} AS t ({all_cols})"
                     " SELECT {s_cols}, now(), %(run_id)s FROM _stage s"
-                    # The pre-filter skips unchanged rows before they take row locks.
-                    " WHERE NOT EXISTS (SELECT 1 FROM {tgt} t WHERE {match}"
-                    "   AND t.record_hash = s.record_hash)"
+                    # Unchanged rows conflict and fail the WHERE: neither written nor counted.
+                    # (A NOT EXISTS pre-filter measured slower in every benchmark scenario.)
                     " ON CONFLICT ({key}) DO UPDATE SET {assign}"
                     " WHERE t.record_hash IS DISTINCT FROM EXCLUDED.record_hash"
                     " RETURNING (xmax = 0) AS inserted)"
@@ -375,7 +374,6 @@ class Warehouse(BaseWarehouse):
                     tgt=tgt,
                     all_cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
                     s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in data_cols),
-                    match=key_match,
                     key=sql.SQL(", ").join(map(sql.Identifier, key)),
                     assign=assignments,
                 ),
