@@ -17,6 +17,7 @@ setup(
         "dagster-slack>=0.29,<0.30",
         "pandas>=2.2,<4",
         "pyarrow>=15",
+        "pgpq>=0.9,<1",  # Arrow → PostgreSQL binary COPY
         "great-expectations>=1.3,<2",
         "psycopg[binary]>=3.2,<4",
         "psycopg2-binary>=2.9",  # dagster-postgres speaks psycopg2

@@ -4,7 +4,7 @@
 `etl_assets.warehouse_clickhouse.ClickHouseWarehouse` on ClickHouse. A pipeline's `warehouse:`
 block picks one (`open_warehouse`).
 
-On PostgreSQL each partition loads in one transaction: COPY into a temporary staging table,
+On PostgreSQL each partition loads in one transaction: binary COPY into a temporary staging table,
 then one `INSERT … ON CONFLICT DO UPDATE … WHERE record_hash IS DISTINCT FROM …`. Rows whose
 hash is unchanged are never touched, so a rerun changes nothing, not even `_loaded_at`.
 """
@@ -24,6 +24,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
 from etl_assets.secrets import redact, resolve
@@ -399,15 +400,26 @@ class Warehouse(BaseWarehouse):
 
     @staticmethod
     def _copy_in(conn: psycopg.Connection, table: str, cols: list[str], frame: pd.DataFrame) -> None:
+        """COPY a frame in binary form, straight from Arrow; CSV for a type the encoder lacks."""
         if not len(frame):
             return
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        buf = io.BytesIO()
-        pacsv.write_csv(arrow, buf, pacsv.WriteOptions(include_header=False))
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        target = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, cols))
         )
-        with conn.cursor().copy(stmt) as copy:
+        try:
+            encoder = ArrowToPostgresBinaryEncoder(arrow.schema)
+        except ValueError:  # a type it has no encoder for, e.g. an all-empty column Arrow types as null
+            encoder = None
+        with conn.cursor().copy(target + sql.SQL(" WITH (FORMAT {})").format(sql.SQL("binary" if encoder else "csv"))) as copy:
+            if encoder is not None:
+                copy.write(encoder.write_header())
+                for batch in arrow.to_batches(max_chunksize=65_536):
+                    copy.write(encoder.write_batch(batch))
+                copy.write(encoder.finish())
+                return
+            buf = io.BytesIO()
+            pacsv.write_csv(arrow, buf, pacsv.WriteOptions(include_header=False))
             view = buf.getbuffer()
             step = 1 << 20
             for i in range(0, len(view), step):
