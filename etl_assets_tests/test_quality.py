@@ -175,3 +175,25 @@ def test_bad_expectations_are_spec_errors() -> None:
     with pytest.raises(SpecError) as e:
         with_checks([{"type": "row_count", "min": 1, "severity": "quarantine"}])
     assert "severity quarantine needs a row-level check, not row_count" in str(e.value)
+
+
+def test_gx_reads_only_the_columns_its_checks_name() -> None:
+    """A wide frame is not copied whole for GX unless a check may read any column."""
+    import pandas as pd
+
+    from etl_assets.quality import _gx_input, run_checks
+
+    frame = pd.DataFrame({
+        "order_id": pd.array([1, 2, 2], dtype="Int64"),
+        "customer": pd.array(["a", None, "c"], dtype="string"),
+        "amount": pd.array([1.0, 2.0, 3.0], dtype="Float64"),
+        "note": pd.array(["x", "y", "z"], dtype="string"),
+    })
+    builtin = with_checks([{"type": "not_null", "column": "customer", "severity": "warn"},
+                           {"type": "unique", "severity": "warn"}]).sources[0]
+    assert list(_gx_input(frame, builtin.checks, builtin.primary_key).columns) == ["customer", "order_id"]
+    outcomes = {o.name: o.unexpected_count for o in run_checks(frame, builtin).outcomes}
+    assert outcomes == {"not_null_customer": 1, "unique_key": 2}
+    generic = with_checks([{"type": "expectation", "expectation": "ExpectColumnValuesToNotBeNull",
+                            "kwargs": {"column": "note"}}]).sources[0]
+    assert _gx_input(frame, generic.checks, generic.primary_key) is frame
