@@ -195,5 +195,5 @@ def test_gx_reads_only_the_columns_its_checks_name() -> None:
     outcomes = {o.name: o.unexpected_count for o in run_checks(frame, builtin).outcomes}
     assert outcomes == {"not_null_customer": 1, "unique_key": 2}
     generic = with_checks([{"type": "expectation", "expectation": "ExpectColumnValuesToNotBeNull",
-                            "kwargs": {"column": "note"}}]).sources[0]
+                            "kwargs": {"column": "amount"}}]).sources[0]
     assert _gx_input(frame, generic.checks, generic.primary_key) is frame
