@@ -7,6 +7,7 @@ one iterates over `context.partition_keys` (one window per key) rather than assu
 
 
 
+import hashlib
 import json
 import warnings
 from typing import Any
@@ -28,8 +29,8 @@ from etl_assets.secrets import MissingSecret
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
 from etl_assets.storage import (
-    KEEP, PartitionFrames, Written, copy_file, layer_path, read_frame, side_path, write_atomic, write_frame,
-    write_partition,
+    KEEP, PartitionFrames, Written, copy_file, frame_bytes, layer_path, read_frame, read_frame_bytes, side_path,
+    write_atomic, write_frame, write_partition,
 )
 from etl_assets.warehouse import LoadCounts, WarehouseResource, open_warehouse
 
@@ -74,11 +75,26 @@ def _common(spec: PipelineSpec, pdef: dg.PartitionsDefinition) -> dict[str, Any]
     }
 
 
+# Bump when normalize's output for the same input changes, so stored normalized files are redone.
+NORMALIZE_VERSION = "2"
+
+
+def fingerprint(spec: PipelineSpec, source: Any) -> str:
+    """What a normalized file depends on besides the raw bytes: the source's spec, the timezone
+    and the normalize code's version."""
+    payload = json.dumps(
+        {"v": NORMALIZE_VERSION, "tz": spec.timezone, "source": source.model_dump(mode="json")},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.AssetsDefinition]:
     P, S = spec.name, source.name
     keys = {layer: asset_key(P, layer, S) for layer in LAYERS}
     retry = retry_policy(source.retries or spec.retries)
     common = _common(spec, pdef)
+    normalize_fingerprint = fingerprint(spec, source)
     target = spec.target(source)
 
     @dg.asset(
@@ -135,15 +151,38 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     )
     def normalized(context: dg.AssetExecutionContext, raw: PartitionFrames) -> dg.Output:
         started = usage()
-        frames, stats = {}, {}
+        frames, stats, lineage = {}, {}, {}
         for k in context.partition_keys:
-            with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
-                result = normalize(raw[k], source, spec.timezone)
+            data = UPath(raw.path(k)).read_bytes()
+            source_sha = hashlib.sha256(data).hexdigest()
             path = layer_path(storage_dir(), keys["normalized"], k)
-            write_partition(path, result.frame)  # one window in memory at a time
+            previous = latest_metadata(context.instance, keys["normalized"], k)
+            done = (previous.get("normalized_from") or {}).get(k) or {}
+            if (
+                done.get("raw_sha256") == source_sha
+                and done.get("fingerprint") == normalize_fingerprint
+                and k in (previous.get("normalize_stats") or {})
+                and path.exists()
+                and hashlib.sha256(path.read_bytes()).hexdigest() == done.get("sha256")
+            ):
+                # The same raw bytes under the same spec and code normalize to the same file.
+                frames[k], stats[k], lineage[k] = KEEP, previous["normalize_stats"][k], done
+                continue
+            with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
+                result = normalize(read_frame_bytes(data), source, spec.timezone)
+            del data
+            written = frame_bytes(result.frame)
+            write_atomic(path, written)  # one window in memory at a time
             frames[k], stats[k] = Written(path), result.stats
+            lineage[k] = {"raw_sha256": source_sha, "fingerprint": normalize_fingerprint,
+                          "sha256": hashlib.sha256(written).hexdigest()}
         return dg.Output(
-            frames, metadata={"normalize_stats": dg.MetadataValue.json(stats), **step_metrics(started)}
+            frames,
+            metadata={
+                "normalize_stats": dg.MetadataValue.json(stats),
+                "normalized_from": dg.MetadataValue.json(lineage),
+                **step_metrics(started),
+            },
         )
 
     quarantines = any(c.severity == "quarantine" for c in source.checks)

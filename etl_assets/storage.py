@@ -7,6 +7,7 @@ a rerun replaces it and a crash never leaves half a file where a reader looks.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -215,12 +216,19 @@ def write_atomic(path: UPath, data: bytes) -> None:
     tmp.rename(path)
 
 
-def write_frame(path: UPath, frame: pd.DataFrame) -> None:
-    import io
-
+def frame_bytes(frame: pd.DataFrame) -> bytes:
+    """A frame as the bytes of a Parquet file, as every layer stores it."""
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False, compression="zstd")
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def read_frame_bytes(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def write_frame(path: UPath, frame: pd.DataFrame) -> None:
+    write_atomic(path, frame_bytes(frame))
 
 
 def read_frame(path: UPath) -> pd.DataFrame:

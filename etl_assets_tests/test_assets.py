@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -294,3 +295,37 @@ def test_full_source_with_delete_missing_removes_rows_gone_from_the_source(etl_e
     m = meta(result, asset_key("shop", "loaded", "products"))
     assert (m["inserted"], m["updated"], m["unchanged"], m["deleted"]) == (0, 1, 1, 1)
     assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT sku, price FROM mart.products ORDER BY 1") == [("A", 1.0), ("C", 4.0)]
+
+
+def test_unchanged_raw_is_not_normalized_again_unless_spec_or_file_changed(etl_env, instance) -> None:
+    """A rerun over the same raw bytes keeps the normalized file; a spec change or a normalized
+    file that is not the one recorded makes it normalize again."""
+    rows = orders_rows(50, ny(2025, 3, 9, 0, 30), dt.timedelta(minutes=90))
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    norm_key = asset_key("shop", "normalized", "orders")
+    path = Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / "normalized" / "orders" / "2025-03-09.parquet"
+
+    first = materialize(make_spec(), etl_env, instance, partition_key="2025-03-09")
+    lineage = meta(first, norm_key)["normalized_from"]["2025-03-09"]
+    written = path.stat().st_mtime_ns
+
+    again = materialize(make_spec(), etl_env, instance, partition_key="2025-03-09")
+    assert again.success
+    assert meta(again, norm_key)["normalized_from"]["2025-03-09"] == lineage
+    assert meta(again, norm_key)["normalize_stats"]["2025-03-09"]["rows_out"] == 50
+    assert path.stat().st_mtime_ns == written  # kept, not rewritten
+    assert meta(again, LOADED)["unchanged"] == 50
+
+    # Another timezone is another spec: normalized again.
+    berlin = make_spec(timezone="Europe/Berlin")
+    other = materialize(berlin, etl_env, instance, partition_key="2025-03-09")
+    assert other.success
+    assert meta(other, norm_key)["normalized_from"]["2025-03-09"]["fingerprint"] != lineage["fingerprint"]
+
+    # A normalized file that is not the recorded one is never trusted.
+    materialize(make_spec(), etl_env, instance, partition_key="2025-03-09")
+    path.write_bytes(path.read_bytes() + b"\0")
+    fixed = materialize(make_spec(), etl_env, instance, partition_key="2025-03-09")
+    assert fixed.success
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == meta(fixed, norm_key)["normalized_from"]["2025-03-09"]["sha256"]
+    assert meta(fixed, LOADED)["unchanged"] == 50
