@@ -102,7 +102,10 @@ def e2e(weeks: int, storage_dir: str, table: str = "src.orders") -> dict[str, An
         else {"tags": {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}}
     )
     started = time.perf_counter()
-    with dg.instance_for_test() as instance:
+    # Kept beside the storage, so the rerun sees the first run's history, as in production.
+    home = os.path.join(os.path.dirname(storage_dir.rstrip("/")), "dagster_home")
+    os.makedirs(home, exist_ok=True)
+    with dg.instance_for_test(temp_dir=home) as instance:
         opened = time.perf_counter()
         result = job.execute_in_process(
             instance=instance,

@@ -515,8 +515,9 @@ def render(data: dict[str, Any], s: dict[str, Any]) -> str:
         + f"; the {data['sizes']['52w']['weeks']}-week backfill ran {data['big_reps']} time(s) per variant "
         "(it is there for peak memory, and each run takes minutes).",
         "- *Wall* is measured inside the process after imports and includes everything a run does from "
-        "there: for etl-assets, building the definitions, opening the instance (`dg.instance_for_test()`, "
-        "SQLite in a temp dir), importing great-expectations on first use, and the run itself. "
+        "there: for etl-assets, building the definitions, opening the instance (SQLite in the variant's "
+        "state folder, kept across its runs as a production instance is, and new for each first load), "
+        "importing great-expectations on first use, and the run itself. "
         "*Peak RSS* is the process's maximum resident set (wait4), PostgreSQL's memory excluded.",
         "- *× SQL limit* is wall time divided by variant (b)'s in the same scenario.",
         "- Rerun and 10%-changed runs start from the state the variant's previous runs left (the "

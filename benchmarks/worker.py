@@ -27,6 +27,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks.common import COLUMN_NAMES, COLUMNS, SCHEMAS, spec_dict, week_key, week_range  # noqa: E402
@@ -228,7 +229,7 @@ def _loaded_counts(result: Any) -> dict[str, int]:
     return counts
 
 
-def run_etl_assets(job: dict[str, Any], step: dict[str, Any], *, instance_kind: str = "test") -> dict[str, Any]:
+def run_etl_assets(job: dict[str, Any], step: dict[str, Any], *, instance_kind: str = "persistent") -> dict[str, Any]:
     t0 = time.perf_counter()
     _etl_env(job, step["table"])
     import dagster as dg
@@ -283,7 +284,8 @@ def run_etl_assets(job: dict[str, Any], step: dict[str, Any], *, instance_kind: 
 
 class _instance:
     """`test`: dg.instance_for_test() (SQLite in a temp dir); `ephemeral`: in memory;
-    `postgres`: a persistent instance on PostgreSQL, as production runs use."""
+    `postgres`: a persistent instance on PostgreSQL, as production runs use; `persistent`: SQLite
+    in the variant's state folder, kept across its runs (reset with it), as production's is."""
 
     def __init__(self, kind: str, job: dict[str, Any]):
         self.kind, self.job, self._cm, self._tmp = kind, job, None, None
@@ -302,6 +304,11 @@ class _instance:
                 temp_dir=self._tmp.name,
                 overrides={"storage": {"postgres": {"postgres_url": url}}, "telemetry": {"enabled": False}},
             )
+            return self._cm.__enter__()
+        if self.kind == "persistent":
+            home = Path(self.job["storage_dir"]).parent / "dagster_home"
+            home.mkdir(parents=True, exist_ok=True)
+            self._cm = dg.instance_for_test(temp_dir=str(home), overrides={"telemetry": {"enabled": False}})
             return self._cm.__enter__()
         self._cm = dg.instance_for_test(overrides={"telemetry": {"enabled": False}})
         return self._cm.__enter__()
