@@ -132,7 +132,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                     write_partition(path, ex.frame)
             values[k] = KEEP if ex.unchanged else Written(path)
             ex.frame = None
-            # Same dict, not a copy: a streaming source finishes its counts while being written.
+            # Complete now: a streamed extract finished its counts while it was written above.
             ex.inputs["unchanged"] = ex.unchanged
             inputs[k] = ex.inputs
             if ex.unchanged:

@@ -110,12 +110,25 @@ class DagsterServices:
         raise TimeoutError(f"run {run_id} still {status}:\n{self.log_tail()}")
 
     def __exit__(self, *exc: object) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
+        stop_process_groups(self.procs)
+
+
+def stop_process_groups(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM each process's group (each was started in its own session), wait, then SIGKILL
+    what is left, including children that outlived their leader."""
+    for p in procs:
+        if p.poll() is None:
             try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,8 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 from etl_assets.definitions import build_defs
 from etl_assets.spec import parse_pipeline
 
-from .conftest import create_orders, query
+from .conftest import create_orders, make_spec, query
+from .dagster_services import stop_process_groups
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,19 +47,10 @@ pytestmark = [
 
 
 def _source(name: str, target: str) -> dict[str, Any]:
+    base = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")["sources"][0]
     return {
+        **base,
         "name": name,
-        "kind": "postgres",
-        "connection": {"url": "${TEST_SOURCE_URL}"},
-        "table": "src.orders",
-        "timestamp_column": "updated_at",
-        "primary_key": ["order_id"],
-        "columns": [
-            {"name": "order_id", "type": "integer", "nullable": False},
-            {"name": "customer", "type": "string"},
-            {"name": "amount", "type": "float"},
-            {"name": "updated_at", "type": "timestamp"},
-        ],
         "load": {"target": target, "strategy": "upsert"},
         "checks": [
             {"type": "unique", "severity": "error"},
@@ -146,23 +137,7 @@ class CeleryWorkers:
         )
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)  # warm shutdown of the worker and its pool
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            # The group may outlive its leader (the pool's child): make sure it is gone.
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_groups(self.procs)  # SIGTERM: a warm shutdown of each worker and its pool
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
