@@ -43,7 +43,7 @@ def _when(iso: str) -> str:
     show_default=True,
     help="How many ticks to show.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {local, utc, partition}.")
 @click.option(
     "--now",
     "now_text",
@@ -69,23 +69,8 @@ def schedule_command(pipeline: str, n: int, as_json: bool, now_text: str | None)
         _fail(str(e))
     catchup = spec.catchup
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "pipeline": spec.name,
-                    "schedule": schedule_name(spec),
-                    "cron": cron,
-                    "timezone": spec.timezone,
-                    "enabled": spec.schedule.enabled,
-                    "catchup": {
-                        "enabled": catchup.enabled,
-                        "window": catchup.lookback,
-                        "max_runs_per_tick": catchup.runs_per_tick,
-                    },
-                    "ticks": ticks,
-                }
-            )
-        )
+        # A list of {local, utc, partition}: what scripts and the README rely on.
+        click.echo(json.dumps(ticks))
         return
     state = "enabled" if spec.schedule.enabled else "disabled (starts stopped)"
     behind = (

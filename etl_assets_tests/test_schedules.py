@@ -663,17 +663,24 @@ def test_cli_schedule_json(pipelines_dir: Path) -> None:
         ["demo_sales", "--next", "5", "--json", "--now", "2025-06-01T00:00:00+00:00"],
     )
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
-    assert data["schedule"] == "demo_sales_schedule"
-    assert data["cron"] == "0 6 * * 1"
-    assert data["timezone"] == "America/Sao_Paulo"
-    assert data["catchup"] == {"enabled": True, "window": 8, "max_runs_per_tick": 8}
-    assert len(data["ticks"]) == 5
-    assert data["ticks"][4] == {
+    ticks = json.loads(out.output)
+    assert isinstance(ticks, list) and len(ticks) == 5
+    assert all(set(t) == {"local", "utc", "partition"} for t in ticks)
+    assert ticks[4] == {
         "local": "2025-06-30T06:00:00-03:00",
         "utc": "2025-06-30T09:00:00+00:00",
         "partition": "2025-06-22",
     }
+    local = [dt.datetime.fromisoformat(t["local"]) for t in ticks]
+    assert {(b - a) for a, b in zip(local, local[1:])} == {dt.timedelta(days=7)}
+    # The schedule itself is described in the text form.
+    text = CliRunner().invoke(
+        schedule_command, ["demo_sales", "--next", "1", "--now", "2025-06-01T00:00:00+00:00"]
+    )
+    assert text.output.splitlines()[0].startswith(
+        'demo_sales_schedule  cron "0 6 * * 1" in America/Sao_Paulo  enabled  '
+        "catch-up: last 8 partitions, at most 8 runs a tick"
+    )
 
 
 def test_cli_schedule_text(pipelines_dir: Path) -> None:
