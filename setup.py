@@ -42,6 +42,7 @@ setup(
             "slack_sdk>=3.27",
             # Browser tests (etl_assets_tests/e2e) drive Debian's chromium: .ci/install-chromium.
             "playwright>=1.49,<2",
+            "hypothesis>=6.100",
         ],
         # Drivers for `kind: sql` sources beyond SQLite, PostgreSQL and MySQL.
         "oracle": ["oracledb>=2.0"],
