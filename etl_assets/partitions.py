@@ -63,10 +63,37 @@ def cron_key_format(cron: str | None) -> str:
     return DATE_FMT if (minute, hour) == ("0", "0") else MINUTE_FMT
 
 
+# Cadences of a fixed elapsed length, by their cron: such a window is always exactly this long.
+ELAPSED = {
+    "*/15 * * * *": dt.timedelta(minutes=15),
+    "*/30 * * * *": dt.timedelta(minutes=30),
+    "0 * * * *": dt.timedelta(hours=1),
+}
+
+
 def window_for(pdef: dg.TimeWindowPartitionsDefinition, key: str) -> Window:
-    tw = pdef.time_window_for_partition_key(key)
+    """The window a key names, with its bounds as instants (each carries its own UTC offset).
+
+    Dagster lists fixed-length keys an elapsed interval apart, but reading a key back it
+    snaps to the next cron tick, so in a zone with a 30-minute DST shift (Lord Howe) an
+    hourly key would get a window that leaves a gap. Those keys are read here instead.
+    """
     tz = ZoneInfo(pdef.timezone or "UTC")
-    return Window(key, tw.start.astimezone(tz), tw.end.astimezone(tz))
+    length = ELAPSED.get(pdef.cron_schedule)
+    if length is None:
+        tw = pdef.time_window_for_partition_key(key)
+        return Window(key, tw.start.astimezone(tz), tw.end.astimezone(tz))
+    start = _key_instant(key, tz)
+    return Window(key, start, (start.astimezone(dt.timezone.utc) + length).astimezone(tz))
+
+
+def _key_instant(key: str, tz: ZoneInfo) -> dt.datetime:
+    """`2025-11-02-01:00` is the first 01:00 that day; `2025-11-02-01:00-0500` the one at -05:00."""
+    local = dt.datetime.strptime(key[:16], MINUTE_FMT)
+    if len(key) > 16:
+        offset = dt.datetime.strptime(key[16:], "%z").tzinfo
+        return local.replace(tzinfo=offset).astimezone(tz)
+    return local.replace(tzinfo=tz).astimezone(dt.timezone.utc).astimezone(tz)
 
 
 def windows_in_range(

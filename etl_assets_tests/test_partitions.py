@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl_assets.partitions import latest_complete_keys, partitions_def, window_for
+from etl_assets.partitions import Window, latest_complete_keys, partitions_def, window_for
+from etl_assets.sources.base import ExtractRequest, window_bounds
 from etl_assets.spec import PipelineSpec, SpecError, parse_pipeline
 
 UTC = dt.timezone.utc
@@ -188,3 +189,121 @@ def test_latest_complete_keys_excludes_the_window_in_progress_and_stops_at_the_s
     at_the_end = dt.datetime(2025, 1, 19, 0, 0, tzinfo=NY)
     assert latest_complete_keys(pdef, 8, at_the_end) == ["2025-01-05", "2025-01-12"]
     assert latest_complete_keys(pdef, 8, dt.datetime(2025, 1, 6, tzinfo=NY)) == []
+
+
+# --- exact windows at every DST transition ----------------------------------------------------
+
+# The two transition days of 2025 in zones with a one-hour and a 30-minute shift.
+TRANSITIONS = {
+    "America/New_York": (dt.date(2025, 3, 9), dt.date(2025, 11, 2)),
+    "Europe/Berlin": (dt.date(2025, 3, 30), dt.date(2025, 10, 26)),
+    "Australia/Lord_Howe": (dt.date(2025, 4, 6), dt.date(2025, 10, 5)),
+}
+ELAPSED = {"15min": 900, "30min": 1800, "hourly": 3600}
+
+
+def _windows_around(timezone: str, cadence: str, day: dt.date) -> tuple[PipelineSpec, list[Window]]:
+    """Every window from a little before `day` to a little after it, in key order."""
+    if cadence in ELAPSED:
+        start, until = day - dt.timedelta(days=1), day + dt.timedelta(days=2)
+    else:
+        start, until = dt.date(day.year - 1, 12, 1), dt.date(day.year + 1, 1, 31)
+    if cadence == "weekly":
+        start -= dt.timedelta(days=(start.weekday() + 1) % 7)  # a Sunday, the week_start
+    s = spec({"cadence": cadence, "start": start.isoformat()}, timezone)
+    pdef = partitions_def(s)
+    keys = pdef.get_partition_keys(current_time=dt.datetime.combine(until, dt.time(), tzinfo=UTC))
+    return s, [window_for(pdef, k) for k in keys]
+
+
+@pytest.mark.parametrize("cadence", ["15min", "30min", "hourly", "daily", "weekly", "monthly"])
+@pytest.mark.parametrize("timezone", sorted(TRANSITIONS))
+def test_windows_tile_time_exactly_across_both_transitions(timezone: str, cadence: str) -> None:
+    for day in TRANSITIONS[timezone]:
+        _, windows = _windows_around(timezone, cadence, day)
+        assert len(windows) > 3
+        for w, following in zip(windows, windows[1:]):
+            assert w.end_utc == following.start_utc, (w.key, following.key)
+        for w in windows:
+            assert w.start_utc < w.end_utc
+            # The key names the window's local start, and the window is in the pipeline's zone.
+            named = w.start.strftime("%Y-%m-%d-%H:%M" if cadence in ELAPSED else "%Y-%m-%d")
+            assert w.key.startswith(named), (w.key, w.start.isoformat())
+            assert w.start.tzinfo == ZoneInfo(timezone)
+            seconds = (w.end_utc - w.start_utc).total_seconds()
+            if cadence in ELAPSED:
+                assert seconds == ELAPSED[cadence], (w.key, w.start.isoformat(), w.end.isoformat())
+            else:
+                assert (w.start.time(), w.end.time()) == (dt.time(), dt.time()), w.key
+                wall_days = (w.end.date() - w.start.date()).days
+                shift = (w.start.utcoffset() - w.end.utcoffset()).total_seconds()
+                assert seconds == wall_days * 86400 + shift, w.key
+
+
+@pytest.mark.parametrize(
+    ("timezone", "key", "hours"),
+    [
+        ("America/New_York", "2025-11-02", 25),
+        ("America/New_York", "2025-03-09", 23),
+        ("Europe/Berlin", "2025-10-26", 25),
+        ("Australia/Lord_Howe", "2025-04-06", 24.5),
+        ("Australia/Lord_Howe", "2025-10-05", 23.5),
+    ],
+)
+def test_transition_days_last_their_elapsed_hours(timezone: str, key: str, hours: float) -> None:
+    w = window_for(partitions_def(spec({"cadence": "daily", "start": "2025-01-01"}, timezone)), key)
+    assert (w.end_utc - w.start_utc) == dt.timedelta(hours=hours)
+
+
+def test_the_repeated_hour_is_its_own_window() -> None:
+    pdef = partitions_def(spec({"cadence": "hourly", "start": "2013-11-01"}))
+    first, second = window_for(pdef, "2013-11-03-01:00"), window_for(pdef, "2013-11-03-01:00-0500")
+    assert (first.start_utc.isoformat(), first.end_utc.isoformat()) == (
+        "2013-11-03T05:00:00+00:00",
+        "2013-11-03T06:00:00+00:00",
+    )
+    assert (second.start.isoformat(), second.end.isoformat()) == (
+        "2013-11-03T01:00:00-05:00",
+        "2013-11-03T02:00:00-05:00",
+    )
+
+
+def _source(lookback: str | None) -> Any:
+    s = parse_pipeline(
+        {
+            "name": "shop",
+            "timezone": "America/New_York",
+            "partitions": {"cadence": "hourly", "start": "2025-01-01"},
+            "sources": [{**SOURCE, **({"lookback": lookback} if lookback else {})}],
+        },
+        "shop.yaml",
+    )
+    return s.sources[0]
+
+
+@pytest.mark.parametrize("lookback", [None, "30m", "1h", "2d"])
+@pytest.mark.parametrize("cadence", ["15min", "30min", "hourly", "daily", "weekly", "monthly"])
+@pytest.mark.parametrize("timezone", sorted(TRANSITIONS))
+def test_lookback_is_elapsed_time_before_the_window_start(
+    timezone: str, cadence: str, lookback: str | None
+) -> None:
+    source = _source(lookback)
+    for day in TRANSITIONS[timezone]:
+        _, windows = _windows_around(timezone, cadence, day)
+        for w in windows:
+            start, end = window_bounds(source, ExtractRequest("shop", w))
+            assert start.astimezone(UTC) == w.start_utc - source.lookback_delta, w.key
+            assert end.astimezone(UTC) == w.end_utc, w.key
+            # Bound as the pipeline's local time, with the offset that instant has there.
+            assert start.tzinfo == ZoneInfo(timezone)
+            assert start.utcoffset() == start.astimezone(UTC).astimezone(ZoneInfo(timezone)).utcoffset()
+
+
+def test_the_repeated_hour_is_extracted_once_without_lookback() -> None:
+    pdef = partitions_def(spec({"cadence": "hourly", "start": "2013-11-01"}))
+    w = window_for(pdef, "2013-11-03-01:00-0500")
+    start, end = window_bounds(_source(None), ExtractRequest("shop", w))
+    assert (start.isoformat(), end.isoformat()) == (
+        "2013-11-03T01:00:00-05:00",
+        "2013-11-03T02:00:00-05:00",
+    )

@@ -162,7 +162,8 @@ def weeks(first: str, n: int) -> list[str]:
     ],
 )
 def test_tick_cron_per_cadence(cadence: str, schedule: dict, cron: str) -> None:
-    spec = shop(partitions={"cadence": cadence, "start": "2025-01-05"}, schedule=schedule)
+    start = "2025-01-01" if cadence == "monthly" else "2025-01-05"  # on a window boundary
+    spec = shop(partitions={"cadence": cadence, "start": start}, schedule=schedule)
     assert schedule_cron(spec) == cron
 
 
@@ -324,7 +325,7 @@ def test_berlin_spring_forward_and_fall_back() -> None:
     ]
     # A weekly Monday 08:00 keeps 08:00 local while UTC moves by the hour.
     weekly = preview(
-        pipeline("Europe/Berlin", "weekly", "08:00", start="2025-01-06", day_of_week="monday"),
+        pipeline("Europe/Berlin", "weekly", "08:00", start="2025-01-05", day_of_week="monday"),
         2,
         now=dt.datetime(2025, 10, 19, tzinfo=UTC),
     )

@@ -125,7 +125,7 @@ def test_check_on_unknown_column() -> None:
     data = spec()
     data["sources"][0]["columns"] = [{"name": "id", "type": "integer"}, {"name": "updated_at", "type": "timestamp"}]
     data["sources"][0]["checks"] = [{"type": "not_null", "column": "custmer"}]
-    assert "checks (not_null_custmer) names unknown column 'custmer'" in error_of(data)
+    assert "sources[0].checks[0].column: column 'custmer' is not in the source's columns: id, updated_at" in error_of(data)
 
 
 def test_directory_errors_are_gathered(tmp_path: Path) -> None:
@@ -170,3 +170,129 @@ def test_cli_schema_is_json_schema() -> None:
     schema = json.loads(out.stdout)
     assert schema["title"] == "etl-assets pipeline"
     assert "sources" in schema["properties"]
+
+
+# --- partition starts on a cadence boundary -------------------------------------------------
+
+
+def test_weekly_start_off_week_start_names_both() -> None:
+    msg = error_of(spec(partitions={"start": "2025-01-07", "week_start": "sunday"}))
+    assert msg == (
+        "pipelines/sales.yaml (pipeline sales): partitions.start: "
+        "2025-01-07 is a Tuesday, but week_start is sunday"
+    )
+    ok = parse_pipeline(spec(partitions={"start": "2025-01-07", "week_start": "tuesday"}), "s.yaml")
+    assert ok.partitions.start.isoformat() == "2025-01-07"
+
+
+def test_monthly_start_must_be_the_first() -> None:
+    msg = error_of(spec(partitions={"cadence": "monthly", "start": "2025-01-05"}))
+    assert msg == (
+        "pipelines/sales.yaml (pipeline sales): partitions.start: "
+        "2025-01-05 is not the 1st of a month, and monthly partitions start on the 1st"
+    )
+
+
+@pytest.mark.parametrize("cadence", ["15min", "30min", "hourly", "daily"])
+def test_shorter_cadences_start_on_any_date(cadence: str) -> None:
+    s = parse_pipeline(spec(partitions={"cadence": cadence, "start": "2025-01-07"}), "s.yaml")
+    assert s.partitions.cadence == cadence
+
+
+# --- reserved schemas -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ["etl_meta", "public", "pg_catalog", "information_schema", "pg_toast", "ETL_META"])
+def test_history_and_system_schemas_are_not_targets(schema: str) -> None:
+    msg = error_of(spec(sources__0__load={"target": f"{schema}.runs"}))
+    assert msg.startswith("pipelines/sales.yaml (pipeline sales): sources[0].load.target: ")
+    assert f"schema {schema!r} is reserved" in msg
+    assert "\n" not in msg
+
+
+def test_a_pipeline_cannot_be_named_after_a_reserved_schema() -> None:
+    msg = error_of(spec(name="etl_meta"))
+    assert msg.startswith("pipelines/sales.yaml (pipeline etl_meta): name: ")
+    assert "'etl_meta' is reserved" in msg
+
+
+# --- one target, one owner ----------------------------------------------------------------------
+
+
+def _write(folder: Path, file: str, data: dict[str, Any]) -> None:
+    (folder / file).write_text(yaml.safe_dump(data))
+
+
+def _claiming(name: str, **load: Any) -> dict[str, Any]:
+    data = spec(name=name)
+    data["sources"][0]["load"] = {"target": "shared.t", **load}
+    return data
+
+
+def test_two_pipelines_loading_one_target_is_a_spec_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files are shown relative to the working directory
+    _write(tmp_path, "a.yaml", _claiming("alpha", strategy="replace_partition"))
+    _write(tmp_path, "b.yaml", _claiming("beta", strategy="replace_partition"))
+    with pytest.raises(SpecError) as e:
+        load_pipelines(tmp_path)
+    (line,) = str(e.value).splitlines()
+    assert line.startswith("b.yaml (pipeline beta): sources[0].load.target: shared.t is also loaded by ")
+    assert "a.yaml (pipeline alpha, source orders)" in line
+
+
+def test_a_default_target_claimed_by_another_pipeline_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files are shown relative to the working directory
+    _write(tmp_path, "a.yaml", spec(name="alpha"))
+    other = spec(name="beta")
+    other["sources"][0]["load"] = {"target": "alpha.orders"}
+    _write(tmp_path, "b.yaml", other)
+    with pytest.raises(SpecError) as e:
+        load_pipelines(tmp_path)
+    assert "alpha.orders is also loaded by a.yaml (pipeline alpha, source orders)" in str(e.value)
+
+
+def test_a_target_declared_shared_by_both_upserting_pipelines_loads(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", _claiming("alpha", shared=True))
+    _write(tmp_path, "b.yaml", _claiming("beta", shared=True))
+    assert [s.name for s in load_pipelines(tmp_path)] == ["alpha", "beta"]
+
+
+def test_shared_on_one_side_only_is_still_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files are shown relative to the working directory
+    _write(tmp_path, "a.yaml", _claiming("alpha", shared=True))
+    _write(tmp_path, "b.yaml", _claiming("beta"))
+    with pytest.raises(SpecError) as e:
+        load_pipelines(tmp_path)
+    assert "set load.shared: true on both" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("load", "why"),
+    [
+        ({"strategy": "replace_partition"}, "load.shared needs strategy upsert"),
+        ({"delete_missing": True}, "load.shared cannot delete_missing"),
+    ],
+)
+def test_a_shared_target_never_deletes_the_other_pipelines_rows(load: dict[str, Any], why: str) -> None:
+    data = spec()
+    data["sources"][1]["load"] = {"target": "shared.t", "shared": True, **load}
+    msg = error_of(data)
+    assert msg.startswith("pipelines/sales.yaml (pipeline sales): sources[1].load: ")
+    assert why in msg
+
+
+def test_two_sources_of_one_pipeline_may_share_only_when_both_say_so() -> None:
+    data = spec()
+    data["sources"][0]["load"] = {"target": "shared.t", "shared": True}
+    data["sources"][1]["load"] = {"target": "shared.t"}
+    assert "sources 'orders' and 'products' both load into shared.t" in error_of(data)
+    data["sources"][1]["load"] = {"target": "shared.t", "shared": True}
+    assert parse_pipeline(data, "s.yaml").sources[1].load.shared is True
+
+
+def test_pipelines_on_different_warehouses_do_not_collide(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", _claiming("alpha"))
+    other = _claiming("beta")
+    other["warehouse"] = {"kind": "clickhouse", "url": "chdb:///tmp/ch"}
+    _write(tmp_path, "b.yaml", other)
+    assert [s.name for s in load_pipelines(tmp_path)] == ["alpha", "beta"]

@@ -53,8 +53,15 @@ class SourceDataError(Exception):
 
 
 def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
-    """The instants an incremental read covers: the lookback widens only the start."""
-    return request.window.start - source.lookback_delta, request.window.end
+    """The instants an incremental read covers: the lookback widens only the start.
+
+    The lookback is elapsed time, subtracted from the UTC instant: arithmetic on a zoneinfo
+    datetime is wall-clock and drops `fold`, which moved the repeated fall-back hour's
+    start an hour early.
+    """
+    start, end = request.window.start, request.window.end
+    widened = request.window.start_utc - source.lookback_delta
+    return widened.astimezone(start.tzinfo), end
 
 
 class TransientSourceError(Exception):
