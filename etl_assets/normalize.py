@@ -6,7 +6,9 @@ hashing, so the same row hashes the same in every process and every pandas versi
 
 from __future__ import annotations
 
+import decimal
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ SEPARATOR = "\x1f"
 META_COLUMNS = ("record_hash", "_partition", "_loaded_at", "_run_id")
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
+_INT64_MAX = 2**63 - 1
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _OFFSET = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
@@ -83,22 +87,9 @@ def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
         out = series.astype("string").str.strip()
         return out
     if type_ == "integer":
-        if pd.api.types.is_integer_dtype(series):
-            return series.astype("Int64")
-        text = series.astype("string").str.strip()
-        num = pd.to_numeric(text, errors="coerce")
-        bad = present & (num.isna() | (num.notna() & (num != np.floor(num.fillna(0)))))
-        if bad.any():
-            raise CastError(column, "integer", series[bad])
-        return num.astype("Int64")
+        return _to_integer(series, column)
     if type_ == "float":
-        if pd.api.types.is_numeric_dtype(series):
-            return series.astype("Float64")
-        num = pd.to_numeric(series.astype("string").str.strip(), errors="coerce")
-        bad = present & num.isna()
-        if bad.any():
-            raise CastError(column, "float", series[bad])
-        return num.astype("Float64")
+        return _to_float(series, column)
     if type_ == "boolean":
         if pd.api.types.is_bool_dtype(series):
             return series.astype("boolean")
@@ -131,13 +122,82 @@ def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
         return out
     if type_ == "date":
         parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="mixed")
-        bad = present & parsed.isna()
+        # Year 0 (which some text parses to) has no calendar date.
+        bad = present & (parsed.isna() | (parsed.dt.year < 1).fillna(False))
         if bad.any():
             raise CastError(column, "date", series[bad])
         return pd.Series(
             [d.date() if not pd.isna(d) else None for d in parsed], index=series.index, dtype=object
         )
     raise ValueError(type_)
+
+
+def _to_integer(series: pd.Series, column: str) -> pd.Series:
+    """Exact int64 or a CastError: a value outside int64, fractional or not finite never
+    wraps or rounds into the column."""
+    present = series.notna()
+    if pd.api.types.is_integer_dtype(series):
+        if pd.api.types.is_unsigned_integer_dtype(series):
+            bad = present & (series > _INT64_MAX)
+            if bad.any():
+                raise CastError(column, "integer", series[bad])
+        return series.astype("Int64")
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            # 2**63 is exact in float64, so the bounds compare without rounding.
+            fits = np.isfinite(values) & (np.floor(values) == values) & (values >= -(2.0**63)) & (values < 2.0**63)
+        bad = present & ~fits
+        if bad.any():
+            raise CastError(column, "integer", series[bad])
+        out = pd.array(np.where(fits, values, 0).astype("int64"), dtype="Int64")
+        out[~present.to_numpy(dtype=bool)] = pd.NA
+        return pd.Series(out, index=series.index)
+    text = series.astype("string").str.strip()
+    out = pd.Series(pd.NA, index=series.index, dtype="Int64")
+    # Up to 18 digits always fits int64: the vectorised path; anything longer or in another
+    # form (1e3, 4.0) is read as an exact decimal, one value at a time.
+    short = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)
+    if short.any():
+        out[short] = text[short].astype("Int64")
+    for i in np.flatnonzero((present & ~short).to_numpy(dtype=bool)):
+        value = _exact_integer(text.iat[i])
+        if value is not None:
+            out.iat[i] = value
+    bad = present & out.isna()
+    if bad.any():
+        raise CastError(column, "integer", series[bad])
+    return out
+
+
+def _exact_integer(text: str) -> int | None:
+    """The integer a decimal literal denotes exactly, if it is whole and fits int64."""
+    if not _DECIMAL.fullmatch(text):
+        return None
+    value = decimal.Decimal(text)
+    if value != value.to_integral_value() or not -(2**63) <= value <= _INT64_MAX:
+        return None
+    return int(value)
+
+
+def _to_float(series: pd.Series, column: str) -> pd.Series:
+    """float64: the nearest double to each decimal (Arrow's parser rounds correctly). A
+    decimal beyond float64's range is an error; only a literal infinity is infinite."""
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype("Float64")
+    present = series.notna()
+    text = series.astype("string").str.strip()
+    finite = text.str.fullmatch(_DECIMAL.pattern).fillna(False).astype(bool)
+    infinite = text.str.fullmatch(r"[+-]?inf(?:inity)?", case=False).fillna(False).astype(bool)
+    readable = finite | infinite
+    out = pd.Series(pd.NA, index=series.index, dtype="Float64")
+    if readable.any():
+        parsed = pc.cast(pa.array(text[readable].to_numpy(dtype=object)), pa.float64())
+        out[readable] = parsed.to_numpy(zero_copy_only=False)
+    bad = present & (out.isna() | (finite & out.isin([np.inf, -np.inf])).fillna(False))
+    if bad.any():
+        raise CastError(column, "float", series[bad])
+    return out
 
 
 def _localize(values: pd.Series, tz: str) -> pd.Series:
@@ -247,7 +307,7 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
         raise SourceDataError(f"column {clash[0]!r} is reserved for load metadata; rename it")
 
     for col, type_ in types.items():
-        frame[col] = _cast(frame[col], type_, col, tz)
+        frame[col] = _cast(frame[col], type_, col, source.wall_clock_zone(col, tz))
 
     if source.columns:
         for c in source.columns:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import math
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from etl_assets.normalize import _cast, _record_hashes_reference, normalize, record_hashes
+from etl_assets.normalize import (
+    CastError,
+    _cast,
+    _record_hashes_reference,
+    normalize,
+    record_hashes,
+)
 from etl_assets.sources.base import SourceDataError
 
 from .conftest import make_spec
@@ -127,3 +137,89 @@ def test_not_nullable_column() -> None:
     with pytest.raises(SourceDataError) as e:
         normalize(raw, _source(), "UTC")
     assert "column 'order_id' is declared nullable: false but 1 row(s) are empty (first at row 1)" in str(e.value)
+
+
+# --- property: any text in any declared type casts exactly or fails naming the row ----------
+
+_FILLER = {"integer": "1", "float": "1.5", "boolean": "yes", "timestamp": "2025-01-06 12:00:00",
+           "date": "2025-01-06", "string": "x"}
+_NUMBERISH = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats().map(repr),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.from_regex(r"\A\s?[+-]?[0-9]{0,21}(\.[0-9]{0,4})?([eE][+-]?[0-9]{1,3})?\s?\Z"),
+)
+_ANY_TEXT = st.one_of(
+    st.text(max_size=24),
+    _NUMBERISH,
+    st.sampled_from(["true", " F ", "Yes", "N", "1", "0", "inf", "-Infinity", "nan", "0x10", "1_000",
+                     "2025-01-06", "2025-02-30", "2025-01-06T10:00:00 EST", "5", "10:00", ""]),
+)
+
+
+def _decimal_value(text: str) -> decimal.Decimal | None:
+    try:
+        value = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def _assert_exact(type_: str, text: str, value: object) -> None:
+    stripped = text.strip()
+    if type_ == "string":
+        assert value == stripped
+    elif type_ == "integer":
+        assert isinstance(value, int) and _decimal_value(text) == value
+        assert -(2**63) <= value < 2**63
+    elif type_ == "float":
+        assert value == float(stripped)
+        assert not math.isinf(value) or stripped.lower().lstrip("+-") in ("inf", "infinity")
+    elif type_ == "boolean":
+        assert value is (stripped.lower() in {"true", "t", "1", "yes", "y"})
+        assert stripped.lower() in {"true", "t", "1", "yes", "y", "false", "f", "0", "no", "n"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    type_=st.sampled_from(sorted(_FILLER)),
+    text=_ANY_TEXT,
+    position=st.integers(0, 3),
+)
+def test_any_text_casts_exactly_or_fails_naming_the_row(type_: str, text: str, position: int) -> None:
+    rows = [_FILLER[type_]] * 4
+    rows[position] = text
+    try:
+        out = _cast(pd.Series(rows, dtype="string"), type_, "c", "America/Sao_Paulo")
+    except CastError as e:
+        assert str(e).startswith(f"column 'c': 1 row(s) cannot be read as {type_}, e.g. {text!r}")
+        assert str(e).endswith(f"(first at row {position + 1})")
+        return
+    value = out.iloc[position]
+    _assert_exact(type_, text, value.item() if hasattr(value, "item") else value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.integers(-(2**63), 2**63 - 1), pad=st.sampled_from(["", " ", "+"]))
+def test_every_int64_in_text_casts_to_itself(value: int, pad: str) -> None:
+    text = (pad if value >= 0 else "") + str(value)
+    assert _cast(pd.Series([text], dtype="string"), "integer", "c", "UTC").tolist() == [value]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1),
+        timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30))]),
+    ),
+    sep=st.sampled_from(["T", " "]),
+)
+def test_timestamps_with_an_offset_cast_to_their_instant(moment: dt.datetime, sep: str) -> None:
+    out = _cast(pd.Series([moment.isoformat(sep)], dtype="string"), "timestamp", "c", "UTC")
+    assert out.iloc[0].to_pydatetime() == moment
+
+
+@settings(max_examples=100, deadline=None)
+@given(day=st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)))
+def test_dates_cast_to_themselves(day: dt.date) -> None:
+    assert _cast(pd.Series([day.isoformat()], dtype="string"), "date", "c", "UTC").tolist() == [day]

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from etl_assets.secrets import redact, resolve
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
-from etl_assets.sources.tabular import counted, in_window, to_frame
+from etl_assets.sources.tabular import counted, in_window, naive_zone, to_frame
 
 
 def _compression(source: Any, path: str) -> str | None:
@@ -108,6 +108,13 @@ def _text_columns(source: Any, text: str) -> dict[str, pa.DataType] | None:
     return types or None
 
 
+def _null_values(source: Any) -> list[str]:
+    """The fields read as NULL: pyarrow's default tokens unless `keep_default_na` is false,
+    plus `na_values`."""
+    defaults = pacsv.ConvertOptions().null_values if source.keep_default_na else []
+    return list(dict.fromkeys([*defaults, *source.na_values]))
+
+
 def read_file(source: Any, path: str, data: bytes) -> pd.DataFrame:
     data = _decompress(data, _compression(source, path), path)
     try:
@@ -134,6 +141,7 @@ def read_file(source: Any, path: str, data: bytes) -> pd.DataFrame:
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=_text_columns(source, text),
+                null_values=_null_values(source),
                 strings_can_be_null=True,
             ),
         )
@@ -163,6 +171,8 @@ def _options(source: Any) -> dict[str, Any]:
         "timestamp_column": source.timestamp_column_source,
         "filename_date": source.filename_date,
         "batched": bool(source.batch_size),
+        "null_values": _null_values(source),
+        "timezone": source.wall_clock_zone(source.timestamp_column, ""),
     }
 
 
@@ -236,7 +246,7 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
                     source.timestamp_column_source,
                     start,
                     end,
-                    request.window.start.tzinfo,
+                    naive_zone(source, request),
                     f"{p}: ",
                 )
             yield frame

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pymysql
 import pymysql.cursors
 import sqlalchemy as sa
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import FIELD_TYPE, FLAG
 from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
 
 from etl_assets.secrets import redact
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
 from etl_assets.sources.sql import parse_url, shown_url, statement
-from etl_assets.sources.tabular import RowConverter, counted
+from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_bounds
 
 # Server errors that a retry cannot fix: login, unknown database/table/column, bad SQL, grants.
 PERMANENT_CODES = frozenset(
@@ -106,16 +106,23 @@ def connect(source: Any, where: str) -> tuple[pymysql.Connection, sa.URL]:
     return conn, url
 
 
-def _arrow_types(cursor: Any) -> dict[str, pa.DataType]:
-    """Arrow types from the result's column metadata, so every batch has the same schema."""
+def _arrow_types(cursor: Any, exact: set[str]) -> dict[str, pa.DataType]:
+    """Arrow types from the result's column metadata, so every batch has the same schema.
+    BIGINT UNSIGNED is uint64 (normalize rejects what int64 cannot hold); a DECIMAL declared
+    as anything but float keeps its exact text."""
     fields = getattr(getattr(cursor, "_result", None), "fields", None) or []
     charsets = [getattr(f, "charsetnr", None) for f in fields]
+    unsigned = [bool(getattr(f, "flags", 0) & FLAG.UNSIGNED) for f in fields]
     types: dict[str, pa.DataType] = {}
     for i, d in enumerate(cursor.description or []):
         name, code = d[0], d[1]
         binary = i < len(charsets) and charsets[i] == _BINARY_CHARSET
-        if code in _INT:
+        if code == FIELD_TYPE.LONGLONG and i < len(unsigned) and unsigned[i]:
+            types[name] = pa.uint64()
+        elif code in _INT:
             types[name] = pa.int64()
+        elif code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL) and name in exact:
+            types[name] = pa.string()
         elif code in _FLOAT:
             types[name] = pa.float64()
         elif code == FIELD_TYPE.TIMESTAMP:
@@ -148,8 +155,9 @@ def _zero_dates(rows: list[tuple], columns: list[int]) -> list[tuple]:
 
 
 def _values(source: Any, request: ExtractRequest, ts_code: int | None) -> dict[str, Any]:
-    """DATETIME/DATE hold wall-clock time (read in the pipeline's timezone by normalize), so
-    they get local bounds; TIMESTAMP and `query:` parameters get UTC, the session's zone."""
+    """DATETIME/DATE hold wall-clock time (read by normalize in the source's `timezone`,
+    default the pipeline's), so they get bounds in that zone; TIMESTAMP and `query:`
+    parameters get UTC, the session's zone."""
     start, end = window_bounds(source, request)
 
     def utc(t: dt.datetime) -> dt.datetime:
@@ -164,7 +172,8 @@ def _values(source: Any, request: ExtractRequest, ts_code: int | None) -> dict[s
     if source.mode != "incremental":
         return {}
     if ts_code in (FIELD_TYPE.DATETIME, *_DATES):
-        return {"window_start": start.replace(tzinfo=None), "window_end": end.replace(tzinfo=None)}
+        local_start, local_end = naive_bounds(source, request)
+        return {"window_start": local_start, "window_end": local_end}
     return {"window_start": utc(start), "window_end": utc(end)}
 
 
@@ -215,7 +224,7 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
         cur = conn.cursor(pymysql.cursors.SSCursor)
         rendered = cur.mogrify(str(compiled), params)
         cur.execute(str(compiled), params)
-        types = _arrow_types(cur)
+        types = _arrow_types(cur, exact_columns(source))
         names = [d[0] for d in cur.description or []]
         dates = [i for i, n in enumerate(names) if pa.types.is_temporal(types.get(n, pa.null()))]
         converter = RowConverter(names, types)

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from etl_assets.secrets import redact, resolve
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
-from etl_assets.sources.tabular import counted, to_frame
+from etl_assets.sources.tabular import counted, exact_columns, naive_bounds, to_frame
 from etl_assets.sqlutil import UnknownParameter, bind_named, qualified
 
 # PostgreSQL type OIDs → Arrow types, so raw keeps the source's types through the CSV stream.
@@ -38,6 +38,7 @@ OID_TYPES: dict[int, pa.DataType] = {
     1042: pa.string(),
     2950: pa.string(),
 }
+_NUMERIC = 1700
 _NAIVE_OIDS = (1082, 1114)  # date, timestamp without time zone
 PERMANENT_SQLSTATE = ("42", "28", "3D", "3F", "0A", "22")
 # libpq reports failed logins without a SQLSTATE; these texts mean "fix the spec or grants".
@@ -91,8 +92,8 @@ def build_query(
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The window query and its bound values.
 
-    A `timestamp`/`date` column holds wall-clock time, which normalize reads in the
-    pipeline's timezone, so it is compared with the window's local wall-clock bounds;
+    A `timestamp`/`date` column holds wall-clock time, which normalize reads in the source's
+    `timezone` (default the pipeline's), so it is compared with wall-clock bounds there;
     `timestamptz` compares instants. `cur` (when given) tells which one the column is.
     """
     start, end = window_bounds(source, request)
@@ -114,9 +115,18 @@ def build_query(
     if cur is not None:
         probe = sql.SQL("SELECT {} FROM {}").format(ts, qualified(source.table))
         if _describe(cur, probe)[0].type_code in _NAIVE_OIDS:
-            start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+            start, end = naive_bounds(source, request)
     query += sql.SQL(" WHERE {ts} >= %(window_start)s AND {ts} < %(window_end)s").format(ts=ts)
     return query, {"window_start": start, "window_end": end}
+
+
+def _arrow_types(described: list[Any], exact: set[str]) -> dict[str, pa.DataType]:
+    """Arrow types by OID; a `numeric` declared as anything but float keeps its exact text."""
+    return {
+        d.name: pa.string() if d.type_code == _NUMERIC and d.name in exact
+        else OID_TYPES.get(d.type_code, pa.string())
+        for d in described
+    }
 
 
 def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
@@ -174,7 +184,7 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
         rendered = cur.mogrify(query, params)
         # Describe the result first, so the CSV stream is parsed with the source's types.
         described = _describe(cur, sql.SQL(rendered))
-        types = {d.name: OID_TYPES.get(d.type_code, pa.string()) for d in described}
+        types = _arrow_types(described, exact_columns(source))
         copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
             sql.SQL(rendered)
         )

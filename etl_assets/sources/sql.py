@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from etl_assets.secrets import redact, resolve
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
-from etl_assets.sources.tabular import RowConverter, counted
+from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_zone
 from etl_assets.spec import ENV_REF
 
 # Driver module → the extra that installs it.
@@ -176,8 +176,8 @@ def window_values(
     """Bound values for the window.
 
     Columns with a timezone get UTC instants (the session runs in UTC). Columns without one
-    hold wall-clock time, which normalize reads in the pipeline's timezone, so they get the
-    local wall-clock bounds. SQLite keeps timestamps as text, compared as text.
+    hold wall-clock time, which normalize reads in the source's `timezone` (default the
+    pipeline's), so they get wall-clock bounds there. SQLite keeps timestamps as text.
     """
     start, end = window_bounds(source, request)
     local = backend == "sqlite" or (
@@ -186,9 +186,11 @@ def window_values(
         and not getattr(column_type, "timezone", False)
     )
 
+    zone = naive_zone(source, request)
+
     def bound(t: dt.datetime) -> Any:
         if local:
-            naive = t.replace(tzinfo=None)
+            naive = t.astimezone(zone).replace(tzinfo=None)
             return naive.strftime("%Y-%m-%d %H:%M:%S") if backend == "sqlite" else naive
         return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
@@ -273,7 +275,7 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
             "window_end": end.isoformat(),
             "rows": None,
         }
-        converter = RowConverter(names)
+        converter = RowConverter(names, exact=exact_columns(source))
         if source.batch_size:
             stream = _fetch(result, converter, source.batch_size)
             release = _closer(conn, engine)

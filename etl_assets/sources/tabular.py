@@ -9,17 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from etl_assets.sources.base import SourceDataError
+from etl_assets.sources.base import SourceDataError, window_bounds
 
 
 def pandas_types(t: pa.DataType) -> Any:
     """Nullable pandas dtypes, so an integer column with a NULL stays integer."""
+    if pa.types.is_uint64(t):
+        return pd.UInt64Dtype()  # BIGINT UNSIGNED: normalize rejects what int64 cannot hold
     if pa.types.is_integer(t):
         return pd.Int64Dtype()
     if pa.types.is_boolean(t):
@@ -88,7 +92,7 @@ def _fit(value: Any, t: pa.DataType) -> Any:
         if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
             return float(value)
     elif pa.types.is_integer(t):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and _in_range(value, t):
             return value
     elif pa.types.is_boolean(t):
         if isinstance(value, bool):
@@ -109,23 +113,37 @@ def _fit(value: Any, t: pa.DataType) -> Any:
     raise ValueError
 
 
+def _in_range(value: int, t: pa.DataType) -> bool:
+    info = np.iinfo(t.to_pandas_dtype())
+    return int(info.min) <= value <= int(info.max)
+
+
 class RowConverter:
     """Column lists of Python values → Arrow tables with one schema for the whole stream.
 
     Types come from `types` where given, else from each column's first non-empty value in
     the first batch; a column empty throughout the first batch is text. A later value that
     does not fit its column's type is a SourceDataError naming the column and the value.
+    Decimals in `exact` columns stay text, so normalize reads their digits, not a float.
     """
 
-    def __init__(self, names: Sequence[str], types: dict[str, pa.DataType] | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        types: dict[str, pa.DataType] | None = None,
+        exact: Collection[str] = (),
+    ):
         self.names = list(names)
         self.given = dict(types or {})
+        self.exact = set(exact)
         self.schema: pa.Schema | None = None
 
     def _infer(self, columns: list[list[Any]]) -> pa.Schema:
         fields = []
         for name, values in zip(self.names, columns):
             t = self.given.get(name)
+            if t is None and name in self.exact and any(isinstance(v, decimal.Decimal) for v in values):
+                t = pa.string()
             if t is None:
                 seen = {_type_of(v) for v in values if v is not None}
                 if seen == {pa.int64(), pa.float64()}:
@@ -166,6 +184,12 @@ def _fits(value: Any, t: pa.DataType) -> bool:
         return False
 
 
+def exact_columns(source: Any) -> set[str]:
+    """Source names of declared columns that must not pass through float64 (integer,
+    string, ...): a database decimal there is read as its exact text."""
+    return {c.source_name for c in source.columns or [] if c.type != "float"}
+
+
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested objects become `parent.child` keys; lists stay one value (as JSON text)."""
     out: dict[str, Any] = {}
@@ -176,6 +200,20 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def naive_zone(source: Any, request: Any) -> dt.tzinfo:
+    """The zone the timestamp column's naive values are wall-clock time in: its `timezone`,
+    the source's, or the pipeline's (the window's own zone)."""
+    name = source.wall_clock_zone(source.timestamp_column, "")
+    return ZoneInfo(name) if name else request.window.start.tzinfo
+
+
+def naive_bounds(source: Any, request: Any) -> tuple[dt.datetime, dt.datetime]:
+    """The window as wall-clock bounds in `naive_zone`, for columns without a time zone."""
+    zone = naive_zone(source, request)
+    start, end = window_bounds(source, request)
+    return start.astimezone(zone).replace(tzinfo=None), end.astimezone(zone).replace(tzinfo=None)
 
 
 def in_window(

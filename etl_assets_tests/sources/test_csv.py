@@ -12,6 +12,7 @@ import fsspec
 import pandas as pd
 import pytest
 
+from etl_assets.normalize import normalize
 from etl_assets.sources import csv
 from etl_assets.sources.base import SourceDataError
 from etl_assets_tests.sources.conftest import request, source
@@ -272,3 +273,38 @@ def test_a_short_row_without_a_header_is_measured_against_the_columns(tmp_path: 
     with pytest.raises(SourceDataError) as e:
         csv.extract(items(tmp_path, header=False), request())
     assert str(e.value) == f"{tmp_path / 'a.csv'}: line 2: expected 3 fields, found 2"
+
+
+NULLISH = "sku,note\nA,N/A\nB,NULL\nC,\nD,-\nE,nan\n"
+
+
+def test_default_null_tokens_become_null(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(NULLISH)
+    src = items(tmp_path, mode="full", timestamp_column=None, columns=[{"name": "sku"}, {"name": "note"}])
+    notes = csv.extract(src, request()).frame["note"].tolist()
+    assert [pd.isna(v) for v in notes] == [True, True, True, False, True]
+
+
+def test_without_default_na_only_the_declared_tokens_are_null(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(NULLISH)
+    src = items(
+        tmp_path, mode="full", timestamp_column=None, columns=[{"name": "sku"}, {"name": "note"}],
+        keep_default_na=False, na_values=["-", ""],
+    )
+    out = normalize(csv.extract(src, request()).frame, src, "UTC").frame
+    assert out["sku"].tolist() == ["A", "B", "C", "D", "E"]
+    notes = out["note"].tolist()
+    assert notes[:2] == ["N/A", "NULL"] and pd.isna(notes[2]) and pd.isna(notes[3])
+    assert notes[4] == "nan"
+
+
+def test_na_values_add_to_the_defaults_and_change_the_read(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(NULLISH)
+    cols = [{"name": "sku"}, {"name": "note"}]
+    plain = items(tmp_path, mode="full", timestamp_column=None, columns=cols)
+    first = csv.extract(plain, request())
+    src = items(tmp_path, mode="full", timestamp_column=None, columns=cols, na_values=["-"])
+    # Other null tokens give other rows: the same files are parsed again, not skipped.
+    ex = csv.extract(src, request(previous_inputs=first.inputs))
+    assert not ex.unchanged
+    assert [pd.isna(v) for v in ex.frame["note"].tolist()] == [True, True, True, True, True]

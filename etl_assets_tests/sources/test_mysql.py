@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pymysql
 import pytest
 
+from etl_assets.assets import asset_key, build_pipeline_assets
+from etl_assets.normalize import CastError, normalize
 from etl_assets.sources import mysql
 from etl_assets.sources.base import SourceDataError
+from etl_assets.storage import ParquetIOManagerResource
+from etl_assets.warehouse import WarehouseResource
+from etl_assets_tests.conftest import make_spec, query
 from etl_assets_tests.sources.conftest import MYSQL, MariaDB, request, source
 
 DDL = """CREATE TABLE orders (
@@ -239,3 +246,120 @@ def test_refused_login_is_permanent_and_refused_connection_is_not(
     with pytest.raises(pymysql.err.OperationalError) as e:
         mysql.extract(src, request())
     assert e.value.args[0] == 2003
+
+
+NUMBERS_DDL = "CREATE TABLE numbers (id INT PRIMARY KEY, big BIGINT UNSIGNED, dec30 DECIMAL(30, 2))"
+
+
+def _numbers(db: MariaDB, rows: list[tuple]) -> Any:
+    db.execute(NUMBERS_DDL)
+    db.insert("INSERT INTO numbers VALUES (%s, %s, %s)", rows)
+    cols = [
+        {"name": "id", "type": "integer"},
+        {"name": "big", "type": "integer"},
+        {"name": "dec30", "type": "integer"},
+    ]
+    return orders(db, table="numbers", mode="full", timestamp_column=None, columns=cols)
+
+
+def test_bigint_unsigned_beyond_int64_fails_naming_the_row(mariadb: MariaDB) -> None:
+    src = _numbers(mariadb, [(1, 5, "1"), (2, 2**64 - 1, "2")])
+    ex = mysql.extract(src, request())
+    assert ex.frame["big"].tolist() == [5, 2**64 - 1]  # raw keeps the source's value
+    with pytest.raises(CastError) as e:
+        normalize(ex.frame, src, "UTC")
+    assert str(e.value) == (
+        "column 'big': 1 row(s) cannot be read as integer, e.g. 18446744073709551615 (first at row 2)"
+    )
+
+
+def test_decimals_declared_integer_are_exact_or_fail(mariadb: MariaDB) -> None:
+    src = _numbers(mariadb, [(1, 1, str(2**53 + 1)), (2, 2, "12.00")])
+    out = normalize(mysql.extract(src, request()).frame, src, "UTC").frame
+    assert out["dec30"].tolist() == [2**53 + 1, 12]
+    mariadb.execute("INSERT INTO numbers VALUES (3, 3, 99999999999999999999), (4, 4, 0.5)")
+    with pytest.raises(CastError) as e:
+        normalize(mysql.extract(src, request()).frame, src, "UTC")
+    assert str(e.value) == (
+        "column 'dec30': 2 row(s) cannot be read as integer, "
+        "e.g. '99999999999999999999.00', '0.50' (first at row 3)"
+    )
+
+
+def test_a_datetime_holding_utc_with_source_timezone_lands_in_the_right_partitions(
+    mariadb: MariaDB, etl_env: dict[str, str]
+) -> None:
+    """The pipeline runs in São Paulo (UTC−3); the DATETIME column holds UTC wall-clock."""
+    mariadb.execute("CREATE TABLE events (id INT PRIMARY KEY, at DATETIME NOT NULL)")
+    mariadb.insert(
+        "INSERT INTO events VALUES (%s, %s)",
+        [
+            (1, "2025-01-05 02:59:59"),  # 23:59:59 local on 01-04: before the first week
+            (2, "2025-01-05 03:00:00"),  # the first instant of week 2025-01-05
+            (3, "2025-01-12 02:59:59"),  # its last second
+            (4, "2025-01-12 03:00:00"),  # the first instant of week 2025-01-12
+            (5, "2025-01-18 12:00:00"),
+        ],
+    )
+    spec = make_spec(
+        timezone="America/Sao_Paulo",
+        sources=[
+            {
+                "name": "events",
+                "kind": "mysql",
+                "connection": {"url": mariadb.url()},
+                "table": "events",
+                "timestamp_column": "at",
+                "timezone": "UTC",
+                "primary_key": ["id"],
+                "columns": [{"name": "id", "type": "integer"}, {"name": "at", "type": "timestamp"}],
+                "load": {"target": "mart.events"},
+            }
+        ],
+        report={},
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            build_pipeline_assets(spec),
+            instance=instance,
+            resources={
+                "parquet_io": ParquetIOManagerResource(base_path=etl_env["ETL_STORAGE_DIR"]),
+                "warehouse": WarehouseResource(url=etl_env["ETL_WAREHOUSE_URL"]),
+            },
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": "2025-01-05",
+                "dagster/asset_partition_range_end": "2025-01-12",
+            },
+        )
+        assert result.success
+        raw = next(
+            e.step_materialization_data.materialization.metadata["inputs"].value
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == asset_key("shop", "raw", "events")
+        )
+    assert "events.at >= '2025-01-05 03:00:00' AND events.at < '2025-01-12 03:00:00'" in (
+        raw["2025-01-05"]["query"]
+    )
+    utc = dt.UTC
+    assert query(
+        etl_env["ETL_WAREHOUSE_URL"], "SELECT _partition, id, at FROM mart.events ORDER BY id"
+    ) == [
+        ("2025-01-05", 2, dt.datetime(2025, 1, 5, 3, tzinfo=utc)),
+        ("2025-01-05", 3, dt.datetime(2025, 1, 12, 2, 59, 59, tzinfo=utc)),
+        ("2025-01-12", 4, dt.datetime(2025, 1, 12, 3, tzinfo=utc)),
+        ("2025-01-12", 5, dt.datetime(2025, 1, 18, 12, tzinfo=utc)),
+    ]
+
+
+def test_a_column_timezone_overrides_the_source_timezone(mariadb: MariaDB) -> None:
+    mariadb.execute("CREATE TABLE events (id INT PRIMARY KEY, at DATETIME, seen DATETIME)")
+    mariadb.insert("INSERT INTO events VALUES (%s, %s, %s)", [(1, "2025-01-06 09:00:00", "2025-01-06 09:00:00")])
+    src = orders(
+        mariadb, table="events", timestamp_column="at", timezone="UTC",
+        columns=[{"name": "id", "type": "integer"}, {"name": "at", "type": "timestamp"},
+                 {"name": "seen", "type": "timestamp", "timezone": "Asia/Tokyo"}],
+    )
+    out = normalize(mysql.extract(src, request()).frame, src, "America/New_York").frame
+    assert out["at"].tolist() == [pd.Timestamp("2025-01-06 09:00", tz="UTC")]
+    assert out["seen"].tolist() == [pd.Timestamp("2025-01-06 00:00", tz="UTC")]
