@@ -93,3 +93,28 @@ def configure(env: dict[str, str] | None = None) -> Any:
         shutil.copyfile(settings.dagster_yaml(), dagster_home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(dagster_home)
     return server
+
+
+def migrate_instance() -> None:
+    """Create or upgrade the Dagster instance's schema, before any service starts.
+
+    The webserver and the daemon each create missing tables when they start; started together
+    on an empty database they race (`type "jobs" already exists`). Migrating first removes the
+    race, and an advisory lock on the instance database serializes migrations started at once
+    (both systemd units run this before their service).
+    """
+    import dagster as dg
+
+    from etl_assets.warehouse import lock_key
+
+    with psycopg.connect(to_libpq(os.environ["ETL_INSTANCE_URL"]), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (lock_key("dagster-instance", "migrate"),))
+        with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+            instance.upgrade()
+    # Closing the connection releases the lock.
+
+
+def to_libpq(url_: str) -> str:
+    """The instance URL as psycopg takes it: without the SQLAlchemy driver suffix."""
+    scheme, rest = url_.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"

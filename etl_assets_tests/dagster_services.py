@@ -15,7 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+
+from etl_assets import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -49,12 +52,21 @@ class DagsterServices:
             text = text.replace(old, new)
         (dh / "dagster.yaml").write_text(text)
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.migrate()
         self._start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
                                   "-w", str(ROOT / "workspace.yaml")])
         if self.daemon:
             self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")])
         self.wait_ready()
         return self
+
+    def migrate(self) -> None:
+        """The instance schema, created once before the services start, as `etl-assets dev` and
+        the systemd units do: two services creating it at once race on the same tables."""
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("DAGSTER_HOME", "ETL_INSTANCE_URL"):
+                mp.setenv(name, self.env[name])
+            embedded.migrate_instance()
 
     def _start(self, name: str, cmd: list[str]) -> None:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process

@@ -103,6 +103,17 @@ def test_long_running_services() -> None:
         assert parse(name)["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_services_migrate_the_instance_before_they_start() -> None:
+    """Started together on an empty instance database, the daemon and the webserver would
+    race to create its tables; each unit migrates it first (`verify` above checks the binary)."""
+    for name in ("etl-assets-daemon.service", "etl-assets-webserver.service"):
+        service = parse(name)["Service"]
+        assert service["ExecStartPre"] == f"{INSTALL_ROOT}/.venv/bin/etl-assets instance migrate", name
+        text = (UNITS / name).read_text()
+        # It needs the instance settings: after EnvironmentFile=, before the service itself.
+        assert text.index("EnvironmentFile=") < text.index("ExecStartPre=") < text.index("ExecStart="), name
+
+
 def test_webserver_binds_to_localhost_by_default() -> None:
     service = parse("etl-assets-webserver.service")["Service"]
     assert "-h ${ETL_WEBSERVER_HOST}" in service["ExecStart"]
