@@ -152,7 +152,9 @@ def _fmt_run(r: dict) -> str:
 
 @main.command()
 @click.argument("pipeline", required=False)
-@click.option("--status", type=click.Choice(["success", "failed", "partial", "canceled"]))
+@click.option("--status", type=click.Choice(["success", "failed", "partial", "canceled"]),
+              help="failed: every run that failed, partial ones included (some sources loaded, "
+              "others did not); partial: only those.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Runs started on or after this date.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--last-success", is_flag=True, help="Only the latest successful run.")
@@ -161,6 +163,8 @@ def history(pipeline, status, since, limit, last_success, as_json) -> None:
     """List recorded runs, newest first (inserted/updated per source)."""
     from etl_assets import history as hist
 
+    if pipeline:
+        _spec(pipeline)  # an unknown pipeline is an error, as for `run`
     if last_success:
         if not pipeline:
             _fail("--last-success needs a PIPELINE")
@@ -171,10 +175,17 @@ def history(pipeline, status, since, limit, last_success, as_json) -> None:
             conn, pipeline=pipeline, status=status,
             since=since.replace(tzinfo=None) if since else None, limit=limit,
         )
+        total = hist.count_runs(conn, pipeline) if not runs else len(runs)
     if as_json:
         click.echo(json.dumps(runs[0] if last_success and runs else runs, default=str))
     elif not runs:
-        click.echo("no runs recorded" + (f" for {pipeline}" if pipeline else ""))
+        where = f" for {pipeline}" if pipeline else ""
+        if not total:
+            click.echo(f"no runs recorded{where}")
+        else:
+            what = {"success": "successful runs", None: "runs"}.get(status, f"{status} runs")
+            after = f" since {since:%Y-%m-%d}" if since else ""
+            click.echo(f"no {what}{where}{after} ({total} run{'' if total == 1 else 's'} recorded)")
     else:
         click.echo("run       started              pipeline       partitions              status   trigger  duration  source:inserted/updated")
         for r in runs:
@@ -339,6 +350,35 @@ def jobs_logs(obj: dict, pipeline: str, status: str | None, page: int, page_size
         click.echo("no runs on this page")
 
 
+def _migrate_instance() -> None:
+    """An unreachable instance database is one sentence, not a traceback."""
+    import psycopg
+
+    from etl_assets import embedded
+    from etl_assets.secrets import redact
+
+    try:
+        embedded.migrate_instance()
+    except psycopg.OperationalError as e:
+        reason = redact((str(e).strip().splitlines() or [type(e).__name__])[0])
+        _fail(f"cannot migrate the Dagster instance database (ETL_INSTANCE_URL): {reason}", 1)
+
+
+@main.group()
+def instance() -> None:
+    """The Dagster instance's storage."""
+
+
+@instance.command("migrate")
+def instance_migrate() -> None:
+    """Create or upgrade the instance schema; run it before the webserver and the daemon start."""
+    from etl_assets import embedded
+
+    server = embedded.configure()  # noqa: F841
+    _migrate_instance()
+    click.echo(f"Dagster instance up to date: {os.environ['DAGSTER_HOME']}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
@@ -347,6 +387,8 @@ def dev(host: str, port: int) -> None:
     from etl_assets import embedded
 
     server = embedded.configure()  # noqa: F841
+    # Once, before `dagster dev` starts its webserver and daemon together.
+    _migrate_instance()
     cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-LAYERS = ("raw", "normalized", "validated")
-
 
 def _n(v: Any) -> str:
     return "-" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def ordered_steps(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Steps in the order they ran; those that did not run come last."""
+    steps = (run.get("steps") or {}).items()
+    return sorted(steps, key=lambda kv: (kv[1].get("order", len(steps)), kv[1].get("started_at") or "", kv[0]))
+
+
+def check_lines(source: str, checks: list[dict[str, Any]], partitions: int) -> list[str]:
+    """One line per check that did not pass, then one line per partition where it did not."""
+    lines: list[str] = []
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for c in checks:
+        if not c.get("passed"):
+            by_name.setdefault(c["name"], []).append(c)
+    for name, failing in by_name.items():
+        first = failing[0]
+        level = "FAILED" if first.get("severity") == "error" else "warned"
+        total = sum(int(c.get("unexpected_count") or 0) for c in failing)
+        where = [c["partition"] for c in failing if c.get("partition")]
+        span = f" in {len(where)} of {partitions} partition(s)" if where else ""
+        lines.append(f"  {source}.{name} {level}: {first.get('description')} — {total:,} unexpected{span}")
+        for c in failing:
+            samples = ", ".join(map(str, c.get("samples") or []))
+            detail = f"{_n(c.get('unexpected_count'))} unexpected" + (f" (e.g. {samples})" if samples else "")
+            lines.append(f"    {c.get('partition') or 'partition not recorded'}: {detail}")
+    return lines
 
 
 def explain(run: dict[str, Any], storage_dir: str) -> str:
@@ -19,7 +44,10 @@ def explain(run: dict[str, Any], storage_dir: str) -> str:
     add("")
     add("What ran")
     add(f"  pipeline {P}, sources {', '.join(run['sources']) or '-'}, {len(parts)} partition(s): {', '.join(parts)}")
-    for step, info in sorted((run.get("steps") or {}).items()):
+    for step, info in ordered_steps(run):
+        if info.get("status") == "not run":
+            add(f"  step {step}: not run ({info.get('reason') or 'not started'})")
+            continue
         add(f"  step {step}: {info.get('status', '?')}" + (f" in {info['duration_s']:.2f}s" if info.get("duration_s") is not None else ""))
     add("")
     add("When")
@@ -55,12 +83,9 @@ def explain(run: dict[str, Any], storage_dir: str) -> str:
     add("Checks and failures")
     any_issue = False
     for name, s in run["sources"].items():
-        for c in s.get("checks") or []:
-            if not c.get("passed"):
-                any_issue = True
-                level = "FAILED" if c.get("severity") == "error" else "warned"
-                samples = ", ".join(map(str, c.get("samples") or []))
-                add(f"  {name}.{c['name']} {level}: {c.get('description')} — {c.get('unexpected_count')} unexpected" + (f" (e.g. {samples})" if samples else ""))
+        for line in check_lines(name, s.get("checks") or [], len(parts)):
+            any_issue = True
+            add(line)
         if s.get("error"):
             any_issue = True
             add(f"  {name} failed: {s['error']}")
@@ -74,10 +99,9 @@ def explain(run: dict[str, Any], storage_dir: str) -> str:
     add("")
     add("Produced")
     base = storage_dir.rstrip("/")
-    for name, s in run["sources"].items():
-        for layer in LAYERS:
-            for k in parts:
-                add(f"  {base}/{P}/{layer}/{name}/{k}.parquet")
+    for step, info in ordered_steps(run):
+        for path in info.get("produced") or []:
+            add(f"  {path}")
     if run.get("report_path"):
         add(f"  report: {run['report_path']}")
     add(f"  run log: {base}/{P}/runs/{run['run_id']}.json")

@@ -7,9 +7,12 @@ or by `etl-assets run` is described the same way. It is stored in the warehouse 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import graphlib
 import json
 import resource
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -18,6 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from upath import UPath
 
+from etl_assets.secrets import redact
 from etl_assets.warehouse import lock_key
 
 SCHEMA = "etl_meta"
@@ -82,6 +86,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pipeline, tick)
     );
     """,
+    # Each source's counts per partition, as the run recorded them.
+    "ALTER TABLE etl_meta.run_sources ADD COLUMN partitions jsonb NOT NULL DEFAULT '{}'",
 ]
 
 
@@ -166,158 +172,345 @@ def partitions_of(run: dg.DagsterRun, spec: Any) -> list[str]:
     return []
 
 
-def build_record(
+# --- one run's outcome, read from its event log ---------------------------------------------
+#
+# The only interpretation of a run: the CLI summary, history rows, `show`, alerts and the
+# failure report all read a RunOutcome, so they cannot disagree.
+
+SOURCE_LAYERS = ("raw", "normalized", "validated", "loaded")
+LOAD_COUNTS = ("inserted", "updated", "unchanged", "deleted")
+TOTALS = ("rows_extracted", "rows_quarantined", *LOAD_COUNTS)
+
+
+@dataclass
+class PartitionOutcome:
+    """One source's counts for one partition, as its steps recorded them."""
+
+    rows_extracted: int | None = None
+    rows_quarantined: int | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    unchanged: int | None = None
+    deleted: int | None = None
+
+
+@dataclass
+class SourceOutcome:
+    status: str = "skipped"  # success | failed | skipped
+    rows_extracted: int | None = None
+    rows_quarantined: int | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    unchanged: int | None = None
+    deleted: int | None = None
+    checks_passed: int | None = None
+    checks_warned: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # one per check and partition
+    inputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    partitions: dict[str, PartitionOutcome] = field(default_factory=dict)
+
+
+@dataclass
+class StepOutcome:
+    status: str  # success | failed | did not finish | not run
+    order: int  # position in the run: jsonb does not keep key order
+    started_at: str | None = None
+    duration_s: float | None = None
+    cpu_s: float | None = None
+    reason: str | None = None  # why a step did not run
+    produced: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    pipeline: str
+    partitions: list[str]
+    trigger: str
+    status: str  # success | failed | partial | canceled
+    dagster_status: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    will_retry: bool = False
+    error_type: str | None = None
+    error_summary: str | None = None
+    failing_source: str | None = None
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+    retries: int = 0
+    report_path: str | None = None
+    webserver_url: str | None = None
+    run_url: str | None = None
+    steps: dict[str, StepOutcome] = field(default_factory=dict)
+    sources: dict[str, SourceOutcome] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        """The full record: history rows, the JSON run log and the alerts' input."""
+        return dataclasses.asdict(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """`etl-assets run --json`: its documented keys."""
+        fields = ("status", "rows_extracted", *LOAD_COUNTS, "error")
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "partitions": self.partitions,
+            "status": self.status,
+            "sources": {n: {f: getattr(s, f) for f in fields} for n, s in self.sources.items()},
+            "report_path": self.report_path,
+            "error": self.error_summary,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "notes": self.notes,
+        }
+
+
+def _one_line(message: str, cls_name: str) -> str:
+    """An exception's message as one line, without the exception's module path."""
+    text = " ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    head, sep, rest = text.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == cls_name:
+        text = rest
+    return text[:500]
+
+
+def _failure_text(data: Any) -> tuple[str, str | None]:
+    """A failed step's one-sentence message (secrets masked) and its error type."""
+    if data.user_failure_data and data.user_failure_data.description:
+        desc = data.user_failure_data.description
+    else:
+        desc = _one_line(data.error.message, data.error.cls_name) if data.error else "step failed"
+    err_type = _value(data.user_failure_data.metadata.get("error_type")) if data.user_failure_data else None
+    if err_type is None and data.error:
+        err_type = data.error.cls_name
+    return redact(desc), err_type
+
+
+class _EventReader:
+    """Reads one run's event log once; every materialization counts for its own partition."""
+
+    def __init__(self, spec: Any) -> None:
+        self.P = spec.name
+        self.source_names = [s.name for s in spec.sources]
+        self.started: dict[str, float] = {}
+        self.finished: dict[str, tuple[float, str]] = {}
+        self.step_cpu: dict[str, float] = {}
+        self.produced: dict[str, list[str]] = {}
+        self.mats: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self.failures: list[tuple[str | None, str, str | None]] = []
+        self.messages: list[str] = []
+        self.retries, self.peak = 0, 0.0
+        self.report_path: str | None = None
+
+    def read(self, entry: Any) -> None:
+        event = entry.dagster_event
+        if event is None:
+            return
+        et, step = event.event_type, entry.step_key
+        if et in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED) and event.message:
+            self.messages.append(event.message)
+        elif et == dg.DagsterEventType.STEP_START and step:
+            self.started.setdefault(step, entry.timestamp)
+        elif et == dg.DagsterEventType.STEP_SUCCESS and step:
+            self.finished[step] = (entry.timestamp, "success")
+        elif et == dg.DagsterEventType.STEP_FAILURE and step:
+            self.finished[step] = (entry.timestamp, "failed")
+            desc, err_type = _failure_text(event.step_failure_data)
+            parts = step.split("__")
+            src = parts[2] if len(parts) == 3 and parts[2] in self.source_names else None
+            self.failures.append((src, desc, err_type))
+        elif et == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+            self.retries += 1
+        elif et == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            self._materialization(step, entry.asset_materialization)
+
+    def _materialization(self, step: str | None, mat: dg.AssetMaterialization) -> None:
+        meta = {k: _value(v) for k, v in mat.metadata.items()}
+        k = mat.partition or ""
+        self.peak = max(self.peak, float(meta.get("etl/peak_rss_mb") or 0))
+        if step and meta.get("etl/cpu_s") is not None:
+            # A step's metrics repeat on each partition's materialization: count them once.
+            self.step_cpu[step] = float(meta["etl/cpu_s"])
+        produced = self.produced.setdefault(step or "", [])
+        key = mat.asset_key.path
+        if key == [self.P, "report"]:
+            self.report_path = meta.get("report_path") or self.report_path
+            paths = (meta.get("report_paths") or {}).get(k) or {}
+            produced.extend(str(paths[ext]) for ext in ("html", "md") if paths.get(ext))
+            return
+        if len(key) != 3 or key[2] not in self.source_names:
+            return
+        self.mats.setdefault((key[1], key[2]), {})[k] = meta
+        if meta.get("path") and key[1] != "loaded":
+            produced.append(f"{str(meta['path']).rstrip('/')}/{k}.parquet")
+
+    def source(self, name: str, final_layer: str | None) -> SourceOutcome:
+        o = SourceOutcome()
+
+        def part(k: str) -> PartitionOutcome:
+            return o.partitions.setdefault(k, PartitionOutcome())
+
+        for k, meta in self.mats.get(("raw", name), {}).items():
+            part(k).rows_extracted = int((meta.get("rows_by_partition") or {}).get(k) or 0)
+            o.inputs.update(meta.get("inputs") or {})
+        for k, meta in self.mats.get(("validated", name), {}).items():
+            o.checks_passed = meta.get("checks_passed")
+            o.checks += [{**c, "partition": k} for c in (meta.get("checks_by_partition") or {}).get(k) or []]
+            part(k).rows_quarantined = int((meta.get("quarantined_by_partition") or {}).get(k) or 0)
+        for k, meta in self.mats.get(("loaded", name), {}).items():
+            counts = (meta.get("counts_by_partition") or {}).get(k) or {}
+            for f in LOAD_COUNTS:
+                setattr(part(k), f, int(counts.get(f) or 0))
+        for f in TOTALS:
+            values = [getattr(p, f) for p in o.partitions.values() if getattr(p, f) is not None]
+            setattr(o, f, sum(values) if values else None)
+        failing = [c for c in o.checks if not c.get("passed")]
+        o.checks_warned = sorted({c["name"] for c in failing if c.get("severity") == "warn"})
+        o.checks_failed = sorted({c["name"] for c in failing if c.get("severity") == "error"})
+        errors = [desc for src, desc, _ in self.failures if src == name]
+        if errors:
+            o.status, o.error = "failed", errors[0]
+        elif final_layer and self.mats.get((final_layer, name)):
+            o.status = "success"
+        return o
+
+    def steps(self, plan: list[str], upstream: dict[str, list[str]]) -> dict[str, StepOutcome]:
+        """Steps in the order they ran, then those that did not run and why."""
+        steps: dict[str, StepOutcome] = {}
+        for i, key in enumerate(sorted(self.started, key=self.started.__getitem__)):
+            end, status = self.finished.get(key, (None, "did not finish"))
+            steps[key] = StepOutcome(
+                status=status, order=i, started_at=_iso(self.started[key]),
+                duration_s=round(end - self.started[key], 3) if end else None,
+                cpu_s=self.step_cpu.get(key), produced=self.produced.get(key, []),
+            )
+        for key in plan:
+            if key not in steps:
+                steps[key] = StepOutcome(status="not run", order=len(steps), reason=_why_not_run(key, steps, upstream))
+        return steps
+
+
+def _why_not_run(key: str, steps: dict[str, StepOutcome], upstream: dict[str, list[str]]) -> str:
+    seen, todo = set(), list(upstream.get(key, []))
+    while todo:
+        up = todo.pop(0)
+        if up in seen:
+            continue
+        seen.add(up)
+        if up in steps and steps[up].status == "failed":
+            return f"skipped because upstream {up} failed"
+        todo.extend(upstream.get(up, []))
+    return "the run ended before it started"
+
+
+def _plan(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[list[str], dict[str, list[str]]]:
+    """The run's planned steps, upstream first, and each step's upstream steps."""
+    if not run.execution_plan_snapshot_id:
+        return [], {}
+    snap = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    upstream = {
+        s.key: [h.step_key for i in s.inputs for h in i.upstream_output_handles] for s in snap.steps
+    }
+    return list(graphlib.TopologicalSorter(upstream).static_order()), upstream
+
+
+def _final_layers(run: dg.DagsterRun, spec: Any) -> dict[str, str | None]:
+    """Per source, the last layer this run was asked to build (None: none of its layers)."""
+    if not run.asset_selection:
+        return {s.name: "loaded" for s in spec.sources}
+    chosen = {tuple(k.path) for k in run.asset_selection}
+    return {
+        s.name: next((la for la in reversed(SOURCE_LAYERS) if (spec.name, la, s.name) in chosen), None)
+        for s in spec.sources
+    }
+
+
+def _run_status(run: dg.DagsterRun, sources: dict[str, SourceOutcome]) -> str:
+    statuses = [s.status for s in sources.values()]
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return "success"
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return "canceled"
+    if "success" in statuses and any(x != "success" for x in statuses):
+        return "partial"
+    return "failed"
+
+
+def _run_error(
+    reader: _EventReader, status: str, steps: dict[str, StepOutcome]
+) -> tuple[str | None, str | None, str | None]:
+    """(error type, one-sentence summary, failing source) of a run that did not succeed."""
+    if reader.failures:
+        source, summary, error_type = reader.failures[0]
+        if source and not summary.startswith(f"{reader.P}/"):
+            summary = f"{source}: {summary}"
+        return error_type, summary, source
+    if status not in ("failed", "canceled"):
+        return None, None, None
+    # No step failed, yet the run did: it was canceled, timed out, or its worker died
+    # (SIGKILL, out of memory, a lost host), whoever noticed first marked it.
+    messages = reader.messages
+    lost = [m for m in messages if "run worker" in m.lower()]
+    timed_out = [m for m in messages if "maximum runtime" in m.lower() or "max_runtime" in m.lower()]
+    cut_short = [k for k, st in steps.items() if st.status == "did not finish"]
+    if status == "canceled":
+        error_type = "canceled"
+    elif timed_out:
+        error_type, lost = "timeout", timed_out
+    else:
+        error_type = "worker_lost"
+        if not lost:
+            during = f" during step {cut_short[0]}" if cut_short else ""
+            lost = [f"the run worker stopped{during} without reporting why (killed, out of memory or lost)"]
+    summary = (lost or messages or ["the run ended without a step failure"])[-1].strip().splitlines()[0][:500]
+    return error_type, redact(summary), None
+
+
+def build_outcome(
     instance: dg.DagsterInstance, run_id: str, spec: Any, *, webserver_url: str | None = None
-) -> dict[str, Any]:
-    """Everything history and notifications say about one finished run."""
+) -> RunOutcome:
+    """What one finished run did, read from its event log: the one interpretation of a run."""
     run = instance.get_run_by_id(run_id)
     if run is None:
         raise KeyError(f"no run {run_id}")
-    rec = instance.get_run_record_by_id(run_id)
-    P = spec.name
-    sources: dict[str, dict[str, Any]] = {
-        s.name: {
-            "status": "skipped", "rows_extracted": None, "rows_quarantined": None, "inserted": None,
-            "updated": None, "unchanged": None, "deleted": None, "checks_passed": None,
-            "checks_warned": [], "checks_failed": [], "checks": [], "inputs": {}, "error": None,
-        }
-        for s in spec.sources
-    }
-    steps: dict[str, dict[str, Any]] = {}
-    failures: list[tuple[str | None, str, str | None]] = []
-    retries = 0
-    peak, cpu = 0.0, 0.0
-    report_path = None
-    messages: list[str] = []
+    reader = _EventReader(spec)
     for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None:
-            continue
-        et = event.event_type
-        if et in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED) and event.message:
-            messages.append(event.message)
-        if entry.step_key:
-            step = steps.setdefault(entry.step_key, {})
-            if et == dg.DagsterEventType.STEP_START:
-                step.setdefault("started", entry.timestamp)
-            elif et in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                step["finished"] = entry.timestamp
-                step["status"] = "success" if et == dg.DagsterEventType.STEP_SUCCESS else "failed"
-        if et == dg.DagsterEventType.STEP_UP_FOR_RETRY:
-            retries += 1
-        elif et == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            mat = entry.asset_materialization
-            meta = {k: _value(v) for k, v in mat.metadata.items()}
-            peak = max(peak, float(meta.get("etl/peak_rss_mb") or 0))
-            cpu += float(meta.get("etl/cpu_s") or 0)
-            key = mat.asset_key.path
-            if key == [P, "report"]:
-                report_path = meta.get("report_path")
-                continue
-            if len(key) != 3 or key[2] not in sources:
-                continue
-            s = sources[key[2]]
-            if key[1] == "raw":
-                s["rows_extracted"] = _sum_partitioned(meta.get("rows_by_partition"), s["rows_extracted"])
-                s["inputs"].update(meta.get("inputs") or {})
-            elif key[1] == "validated":
-                s["checks_passed"] = meta.get("checks_passed")
-                by_part = meta.get("checks_by_partition") or {}
-                s["checks"] = [c for part in by_part.values() for c in part]
-                failing = [c for c in s["checks"] if not c["passed"]]
-                s["checks_warned"] = sorted({c["name"] for c in failing if c["severity"] == "warn"})
-                s["checks_failed"] = sorted({c["name"] for c in failing if c["severity"] == "error"})
-                s["rows_quarantined"] = meta.get("rows_quarantined", s["rows_quarantined"])
-            elif key[1] == "loaded":
-                for f in ("inserted", "updated", "unchanged", "deleted"):
-                    s[f] = int(meta.get(f) or 0)
-                s["status"] = "success"
-        elif et == dg.DagsterEventType.STEP_FAILURE:
-            data = event.step_failure_data
-            desc = (
-                data.user_failure_data.description
-                if data.user_failure_data and data.user_failure_data.description
-                else (data.error.message.strip().splitlines()[0] if data.error else "step failed")
-            )
-            err_type = None
-            if data.user_failure_data:
-                err_type = _value(data.user_failure_data.metadata.get("error_type"))
-            if err_type is None and data.error:
-                err_type = data.error.cls_name
-            parts = (entry.step_key or "").split("__")
-            src = parts[2] if len(parts) == 3 and parts[2] in sources else None
-            failures.append((src, desc, err_type))
-            if src:
-                sources[src]["status"] = "failed"
-                sources[src]["error"] = sources[src]["error"] or desc
-    for st in steps.values():
-        if "started" in st and "finished" in st:
-            st["duration_s"] = round(st["finished"] - st["started"], 3)
-
-    statuses = [s["status"] for s in sources.values()]
-    if run.status == dg.DagsterRunStatus.SUCCESS:
-        status = "success"
-    elif run.status == dg.DagsterRunStatus.CANCELED:
-        status = "canceled"
-    elif "success" in statuses and any(x != "success" for x in statuses):
-        status = "partial"
-    else:
-        status = "failed"
-    error_type = error_summary = failing_source = None
-    if failures:
-        failing_source, error_summary, error_type = failures[0]
-        if failing_source:
-            error_summary = error_summary if error_summary.startswith(f"{P}/") else f"{failing_source}: {error_summary}"
-    elif status in ("failed", "canceled"):
-        # No step failed: the run itself died (worker killed, OOM, lost) or was canceled.
-        # No step failed, yet the run did: its worker process died (SIGKILL, out of memory,
-        # a lost host), whoever noticed first (run monitoring, the code server) marked it.
-        lost = [m for m in messages if "run worker" in m.lower()]
-        timed_out = [m for m in messages if "maximum runtime" in m.lower() or "max_runtime" in m.lower()]
-        cut_short = [k for k, st in steps.items() if "started" in st and "finished" not in st]
-        if status == "canceled":
-            error_type = "canceled"
-        elif timed_out:
-            error_type, lost = "timeout", timed_out
-        else:
-            error_type = "worker_lost"
-            if not lost:
-                during = f" during step {cut_short[0]}" if cut_short else ""
-                lost = [f"the run worker stopped{during} without reporting why (killed, out of memory or lost)"]
-        error_summary = (lost or messages or ["the run ended without a step failure"])[-1].strip().splitlines()[0][:500]
-    started = rec.start_time if rec else None
-    finished = rec.end_time if rec else None
-    steps_json = {k: {kk: vv for kk, vv in v.items() if kk in ("status", "duration_s")} for k, v in steps.items()}
-    return {
-        "run_id": run_id,
-        "pipeline": P,
-        "partitions": partitions_of(run, spec),
-        "trigger": trigger_of(run.tags),
-        "started_at": _iso(started),
-        "finished_at": _iso(finished),
-        "duration_s": round(finished - started, 3) if started and finished else None,
-        "status": status,
-        "dagster_status": run.status.value,
-        "will_retry": run.tags.get("dagster/will_retry") == "true",
-        "error_type": error_type,
-        "error_summary": error_summary,
-        "failing_source": failing_source,
-        "peak_rss_mb": peak or None,
-        "cpu_s": round(cpu, 3) if cpu else None,
-        "retries": retries,
-        "report_path": report_path,
-        "webserver_url": webserver_url,
-        "run_url": f"{webserver_url.rstrip('/')}/runs/{run_id}" if webserver_url else None,
-        "steps": steps_json,
-        "sources": sources,
-        "notes": [],
-    }
-
-
-def _sum_partitioned(by_partition: Any, current: Any) -> Any:
-    if not isinstance(by_partition, dict):
-        return current
-    return (current or 0) + sum(int(v or 0) for v in by_partition.values())
+        reader.read(entry)
+    steps = reader.steps(*_plan(instance, run))
+    finals = _final_layers(run, spec)
+    sources = {s.name: reader.source(s.name, finals[s.name]) for s in spec.sources}
+    status = _run_status(run, sources)
+    error_type, error_summary, failing_source = _run_error(reader, status, steps)
+    rec = instance.get_run_record_by_id(run_id)
+    started, finished = (rec.start_time, rec.end_time) if rec else (None, None)
+    cpu = sum(reader.step_cpu.values())
+    return RunOutcome(
+        run_id=run_id,
+        pipeline=spec.name,
+        partitions=partitions_of(run, spec),
+        trigger=trigger_of(run.tags),
+        status=status,
+        dagster_status=run.status.value,
+        started_at=_iso(started),
+        finished_at=_iso(finished),
+        duration_s=round(finished - started, 3) if started and finished else None,
+        will_retry=run.tags.get("dagster/will_retry") == "true",
+        error_type=error_type,
+        error_summary=error_summary,
+        failing_source=failing_source,
+        peak_rss_mb=reader.peak or None,
+        cpu_s=round(cpu, 3) if cpu else None,
+        retries=reader.retries,
+        report_path=reader.report_path,
+        webserver_url=webserver_url,
+        run_url=f"{webserver_url.rstrip('/')}/runs/{run_id}" if webserver_url else None,
+        steps=steps,
+        sources=sources,
+    )
 
 
 def _iso(ts: float | None) -> str | None:
@@ -357,14 +550,14 @@ def write_record(conn: psycopg.Connection, record: dict[str, Any]) -> None:
                 """
                 INSERT INTO etl_meta.run_sources (run_id, source, status, rows_extracted,
                     rows_quarantined, inserted, updated, unchanged, deleted, checks_passed,
-                    checks_warned, checks_failed, checks, inputs, error)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    checks_warned, checks_failed, checks, inputs, error, partitions)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
                 (
                     record["run_id"], name, s["status"], s["rows_extracted"], s["rows_quarantined"],
                     s["inserted"], s["updated"], s["unchanged"], s["deleted"], s["checks_passed"],
                     len(s["checks_warned"]), len(s["checks_failed"]), Jsonb(s["checks"]), Jsonb(s["inputs"]),
-                    s["error"],
+                    s["error"], Jsonb(s.get("partitions") or {}),
                 ),
             )
 
@@ -437,11 +630,14 @@ def list_runs(
     limit: int = 20,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
+    """Recorded runs, newest first. `status="failed"` includes partial runs: they failed too."""
     where, params = [sql.SQL("true")], []
-    for column, value in (("pipeline", pipeline), ("status", status)):
-        if value:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
+    if pipeline:
+        where.append(sql.SQL("pipeline = %s"))
+        params.append(pipeline)
+    if status:
+        where.append(sql.SQL("status = ANY(%s)"))
+        params.append(["failed", "partial"] if status == "failed" else [status])
     if since:
         where.append(sql.SQL("started_at >= %s"))
         params.append(since)
@@ -456,6 +652,13 @@ def list_runs(
         cols = [d.name for d in cur.description]
         run["sources"] = {r[1]: dict(zip(cols, r)) for r in cur.fetchall()}
     return runs
+
+
+def count_runs(conn: psycopg.Connection, pipeline: str | None = None) -> int:
+    """How many runs are recorded, for one pipeline or all."""
+    if pipeline:
+        return conn.execute("SELECT count(*) FROM etl_meta.runs WHERE pipeline = %s", (pipeline,)).fetchone()[0]
+    return conn.execute("SELECT count(*) FROM etl_meta.runs").fetchone()[0]
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ Slack or SMTP server must not turn a finished run into a failed one; it is logge
 from __future__ import annotations
 
 import html
+import os
 import re
 import smtplib
 import ssl
@@ -136,6 +137,29 @@ class EmailNotifier(dg.ConfigurableResource):
     @property
     def effective_port(self) -> int:
         return self.port or {"plain": 25, "starttls": 587, "ssl": 465}[self.effective_security]
+
+
+# Deployment settings (e.g. /etc/etl-assets/env) for each EmailNotifier field but the host.
+SMTP_ENV = {
+    "port": ("ETL_SMTP_PORT", dg.EnvVar.int),
+    "security": ("ETL_SMTP_SECURITY", dg.EnvVar),
+    "username": ("ETL_SMTP_USER", dg.EnvVar),
+    "password": ("ETL_SMTP_PASSWORD", dg.EnvVar),
+    "sender": ("ETL_SMTP_FROM", dg.EnvVar),
+}
+
+
+def email_from_environment() -> EmailNotifier | None:
+    """The SMTP resource the ETL_SMTP_* variables describe; None without ETL_SMTP_HOST.
+
+    Values stay `dg.EnvVar`s, read when a run or sensor starts. Only the variables that are
+    set become one: Dagster fails a resource (and the sensor recording the run) on an unset
+    `dg.EnvVar`, while an unset optional setting just means its default.
+    """
+    if not os.environ.get("ETL_SMTP_HOST"):
+        return None
+    fields = {name: make(var) for name, (var, make) in SMTP_ENV.items() if os.environ.get(var)}
+    return EmailNotifier(host=dg.EnvVar("ETL_SMTP_HOST"), **fields)
 
 
 # --- the message content --------------------------------------------------------------------

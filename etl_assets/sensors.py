@@ -46,11 +46,11 @@ def consecutive_scheduled_failures(instance: dg.DagsterInstance, pipeline: str, 
 
 
 def maybe_pause(
-    instance: dg.DagsterInstance, spec: PipelineSpec, record: dict[str, Any], conn: psycopg.Connection
+    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: history.RunOutcome, conn: psycopg.Connection
 ) -> str | None:
     """Stop the schedule after `failure_threshold` scheduled failures in a row; say how to resume."""
     threshold = getattr(spec, "failure_threshold", 3)
-    if record["trigger"] != "schedule" or record["status"] not in ("failed", "partial") or threshold <= 0:
+    if outcome.trigger != "schedule" or outcome.status not in ("failed", "partial") or threshold <= 0:
         return None
     if consecutive_scheduled_failures(instance, spec.name, threshold) < threshold:
         return None
@@ -79,7 +79,26 @@ def handle_run_finished(
     email: Any = None,
     logger: Any = None,
 ) -> dict[str, Any] | None:
-    """Record a finished run and tell people about it. Safe to call twice for one run."""
+    """Record a finished run and tell people about it; its record. Safe to call twice for one run."""
+    outcome = record_run(
+        instance, run_id, specs, warehouse_url=warehouse_url, webserver_url=webserver_url,
+        slack=slack, email=email, logger=logger,
+    )
+    return outcome.as_record() if outcome else None
+
+
+def record_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    specs: dict[str, PipelineSpec],
+    *,
+    warehouse_url: str,
+    webserver_url: str | None = None,
+    slack: Any = None,
+    email: Any = None,
+    logger: Any = None,
+) -> history.RunOutcome | None:
+    """`handle_run_finished`, returning the run's outcome (None: not one of our pipelines)."""
     logger = logger or log
     run = instance.get_run_by_id(run_id)
     if run is None:
@@ -87,34 +106,34 @@ def handle_run_finished(
     spec = specs.get(history.pipeline_of(run, instance) or "")
     if spec is None:
         return None  # not one of our pipelines
-    record = history.build_record(instance, run_id, spec, webserver_url=webserver_url)
+    outcome = history.build_outcome(instance, run_id, spec, webserver_url=webserver_url)
     full_run = not run.asset_selection or any(k.path[1:] == ["report"] for k in run.asset_selection)
-    if record["status"] in ("partial", "failed") and record["partitions"] and full_run:
-        if spec.report.on_partial == "render" or record["status"] == "failed":
+    if outcome.status in ("partial", "failed") and outcome.partitions and full_run:
+        if spec.report.on_partial == "render" or outcome.status == "failed":
             from etl_assets.assets import render_status_report
 
             try:
-                record["report_path"] = render_status_report(instance, spec, record, warehouse_url)
+                outcome.report_path = render_status_report(instance, spec, outcome.as_record(), warehouse_url)
             except Exception as e:  # noqa: BLE001 - history must still be written
-                logger.warning(f"{spec.name}: could not render the {record['status']} report: {e}")
+                logger.warning(f"{spec.name}: could not render the {outcome.status} report: {e}")
     with psycopg.connect(warehouse_url) as conn:
         history.migrate(conn)
         missed = history.missed_tick_note(conn, spec, run)
         if missed:
-            record["notes"].append(missed)
-        note = maybe_pause(instance, spec, record, conn)
+            outcome.notes.append(missed)
+        note = maybe_pause(instance, spec, outcome, conn)
         if note:
-            record["notes"].append(note)
-        history.write_record(conn, record)
+            outcome.notes.append(note)
+        history.write_record(conn, outcome.as_record())
+    record = outcome.as_record()
     history.write_json_log(settings.storage_dir(), record)
-    if record["will_retry"]:
+    if outcome.will_retry:
         logger.info(f"{spec.name}: run {run_id} failed and will be retried; no alert yet")
-        return record
+        return outcome
     _notify(spec, record, slack, email, logger)
     if note:
-        paused = {**record, "status": "paused"}
-        _notify(spec, paused, slack, email, logger)
-    return record
+        _notify(spec, {**record, "status": "paused"}, slack, email, logger)
+    return outcome
 
 
 def _notify(spec: PipelineSpec, record: dict[str, Any], slack: Any, email: Any, logger: Any) -> None:
@@ -138,23 +157,15 @@ def notifier_resources(specs: list[PipelineSpec]) -> dict[str, Any]:
 
     Their settings are `dg.EnvVar`s, read when a run or sensor launches, never at import.
     """
-    from etl_assets.notify import EmailNotifier, SlackNotifier
+    from etl_assets.notify import SlackNotifier, email_from_environment
 
     resources: dict[str, Any] = {}
     slack = [s.notify.slack for s in specs if s.notify.slack]
     if slack:
         resources["slack"] = SlackNotifier(token=dg.EnvVar("SLACK_BOT_TOKEN"), base_url=slack[0].api_url)
-    if any(s.notify.email for s in specs):
-        # Deployment settings (e.g. /etc/etl-assets/env). All must be set; an empty
-        # ETL_SMTP_USER means no login and an empty ETL_SMTP_SECURITY means plain.
-        resources["email"] = EmailNotifier(
-            host=dg.EnvVar("ETL_SMTP_HOST"),
-            port=dg.EnvVar.int("ETL_SMTP_PORT"),
-            security=dg.EnvVar("ETL_SMTP_SECURITY"),
-            username=dg.EnvVar("ETL_SMTP_USER"),
-            password=dg.EnvVar("ETL_SMTP_PASSWORD"),
-            sender=dg.EnvVar("ETL_SMTP_FROM"),
-        )
+    email = email_from_environment() if any(s.notify.email for s in specs) else None
+    if email is not None:
+        resources["email"] = email
     return resources
 
 

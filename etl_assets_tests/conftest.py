@@ -151,3 +151,29 @@ def create_orders(url: str, rows: list[tuple]) -> None:
 def query(url: str, text: str, params: Any = None) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(text, params).fetchall()
+
+
+@pytest.fixture
+def etl_cli(etl_env: dict[str, str], tmp_path: Path):
+    """Run `etl-assets ARGS` as a user does, in a subprocess seeing the test's environment.
+
+    Specs written with `write_spec` are the pipelines it knows (ETL_PIPELINES_DIR).
+    """
+    import subprocess
+    import sys
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir(exist_ok=True)
+    env = {**os.environ, **etl_env, "ETL_PIPELINES_DIR": str(pipelines)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "etl_assets.cli", *args], env=env, capture_output=True, text=True, timeout=600
+        )
+
+    def write_spec(spec: PipelineSpec) -> None:
+        data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        (pipelines / f"{spec.name}.yaml").write_text(spec_yaml(data))
+
+    run.write_spec = write_spec  # type: ignore[attr-defined]
+    return run

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import psycopg
@@ -192,3 +191,48 @@ def test_both_paths_send_the_same_alert(etl_env, instance, slack_stub, monkeypat
     assert f"http://127.0.0.1:3000/runs/{result.run_id}" in json.dumps(first["blocks"])
     assert "xoxb-test-secret-token" not in json.dumps(first)
     assert query(wh, "SELECT count(*) FROM etl_meta.runs") == [(1,)]
+
+
+def recorded(url: str, run_id: str, status: str, started: str) -> None:
+    """A run as the handler records it: its row and its source's row."""
+    from etl_assets import history
+
+    with psycopg.connect(url) as conn:
+        history.migrate(conn)
+        conn.execute(
+            "INSERT INTO etl_meta.runs (run_id, pipeline, partitions, trigger, started_at, status)"
+            " VALUES (%s, 'shop', ARRAY['2025-03-09'], 'cli', %s, %s)", (run_id, started, status),
+        )
+        conn.execute(
+            "INSERT INTO etl_meta.run_sources (run_id, source, status, inserted, updated) VALUES (%s, 'orders', %s, %s, 0)",
+            (run_id, "failed" if status == "failed" else "success", 0 if status == "failed" else 2),
+        )
+
+
+def test_history_status_filters_say_what_they_match(etl_env, etl_cli) -> None:
+    etl_cli.write_spec(make_spec())
+    assert etl_cli("history", "shop").stdout.strip() == "no runs recorded for shop"
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    recorded(wh, "run-ok", "success", "2025-03-17T06:00:00+00:00")
+    recorded(wh, "run-partial", "partial", "2025-03-18T06:00:00+00:00")
+    recorded(wh, "run-failed", "failed", "2025-03-19T06:00:00+00:00")
+
+    failed = etl_cli("history", "shop", "--status", "failed", "--json")
+    assert failed.returncode == 0, failed.stderr
+    assert [r["run_id"] for r in json.loads(failed.stdout)] == ["run-failed", "run-partial"]
+    partial = etl_cli("history", "shop", "--status", "partial", "--json")
+    assert [r["run_id"] for r in json.loads(partial.stdout)] == ["run-partial"]
+    assert "partial" in etl_cli("history", "--help").stdout.split("--status", 1)[1].split("--since")[0]
+
+    none = etl_cli("history", "shop", "--status", "canceled")
+    assert (none.returncode, none.stdout.strip()) == (0, "no canceled runs for shop (3 runs recorded)")
+
+
+def test_history_of_an_unknown_pipeline_is_an_error(etl_env, etl_cli) -> None:
+    etl_cli.write_spec(make_spec())
+    unknown = etl_cli("history", "nope")
+    run = etl_cli("run", "nope", "--latest")
+    assert run.returncode != 0
+    assert unknown.returncode == run.returncode
+    assert unknown.stderr.strip() == "error: unknown pipeline 'nope' (pipelines: shop)"
+    assert unknown.stdout == ""

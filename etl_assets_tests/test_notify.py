@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import html
 import logging
 import time
@@ -13,6 +14,7 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
+from etl_assets.definitions import build_defs
 from etl_assets.notify import (
     EmailNotifier,
     SlackNotifier,
@@ -24,6 +26,7 @@ from etl_assets.notify import (
     slack_message,
 )
 from etl_assets.spec import NotifySpec, SpecError, parse_pipeline
+from etl_assets_tests.conftest import create_orders, make_spec
 from etl_assets_tests.stubs import (  # noqa: F401 (fixtures)
     SlackStub,
     SmtpServer,
@@ -579,3 +582,54 @@ def test_notify_run_reports_each_channel(
         "Email alert for demo_sales 2026-11-15 (canceled) skipped: no email resource configured",
     ]
     assert notify_run(record("success"), NotifySpec(), slack, mailer, log) == {}
+
+
+SMTP_SETTINGS = ("ETL_SMTP_HOST", "ETL_SMTP_PORT", "ETL_SMTP_SECURITY", "ETL_SMTP_USER",
+                 "ETL_SMTP_PASSWORD", "ETL_SMTP_FROM")
+
+
+def test_email_goes_out_with_only_host_port_and_sender_set(
+    etl_env: dict[str, str], smtp_stub: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the README documents: security, user and password are optional settings. Through the
+    daemon's path: the code location's definitions, a finished run, the real success sensor."""
+    for name in SMTP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ETL_SMTP_HOST", smtp_stub.host)
+    monkeypatch.setenv("ETL_SMTP_PORT", str(smtp_stub.port))
+    monkeypatch.setenv("ETL_SMTP_FROM", "ETL <etl@x.io>")
+    create_orders(etl_env["TEST_SOURCE_URL"], [(1, "ana", 9.5, dt.datetime(2025, 3, 10, 12, tzinfo=dt.timezone.utc))])
+    spec = make_spec(notify={"email": {"to": ["data@x.io"], "on": ["success"]}})
+    defs = build_defs([spec])
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("shop_job").execute_in_process(
+            instance=instance, partition_key="2025-03-09", raise_on_error=False
+        )
+        assert result.success
+        [finished] = [
+            e.dagster_event for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS
+        ]
+        sensor = defs.get_sensor_def("etl_run_success_sensor")
+        sensor(dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_event=finished, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id), resources=defs.resources,
+        ))
+    [mail] = smtp_stub.messages
+    assert (mail.mail_from, mail.rcpt_tos, mail.login) == ("etl@x.io", ["data@x.io"], None)
+    assert mail.message["Subject"] == "[etl] shop 2025-03-09: SUCCESS"
+
+
+def test_email_settings_left_unset_take_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from etl_assets.notify import DEFAULT_SENDER
+    from etl_assets.sensors import notifier_resources
+
+    for name in SMTP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    spec = make_spec(notify={"email": {"to": ["data@x.io"], "on": ["failure"]}})
+    # No relay configured: no resource, so the handler records the run and says the mail was skipped.
+    assert "email" not in notifier_resources([spec])
+    monkeypatch.setenv("ETL_SMTP_HOST", "smtp.x.io")
+    mailer = notifier_resources([spec])["email"].process_config_and_initialize()
+    assert (mailer.host, mailer.effective_port, mailer.effective_security, mailer.username, mailer.password,
+            mailer.sender) == ("smtp.x.io", 25, "plain", None, None, DEFAULT_SENDER)
