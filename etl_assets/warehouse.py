@@ -5,8 +5,13 @@
 block picks one (`open_warehouse`).
 
 On PostgreSQL each partition loads in one transaction: binary COPY into a temporary staging table,
-then one `INSERT … ON CONFLICT DO UPDATE … WHERE record_hash IS DISTINCT FROM …`. Rows whose
-hash is unchanged are never touched, so a rerun changes nothing, not even `_loaded_at`.
+then one `INSERT … ON CONFLICT DO UPDATE … WHERE (business columns, record_hash) IS DISTINCT
+FROM …`. Rows equal to the staged ones are never touched, so a rerun changes nothing, not even
+`_loaded_at`; the stored columns themselves are compared, not only their stored hash, so a row
+edited in the warehouse is restored.
+
+A column the table has but the load does not (gone from the source) fails the load unless the
+source's `schema.on_missing_column` is `null`; then the rows this load writes hold NULL in it.
 """
 
 from __future__ import annotations
@@ -16,14 +21,13 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
@@ -46,6 +50,9 @@ META_DDL = [
     ("_loaded_at", "timestamp with time zone NOT NULL"),
     ("_run_id", "text NOT NULL"),
 ]
+# PostgreSQL silently truncates longer names (NAMEDATALEN - 1 bytes).
+MAX_IDENTIFIER_BYTES = 63
+MissingColumnPolicy = Literal["fail", "null"]
 
 
 @dataclass
@@ -57,6 +64,8 @@ class LoadCounts:
     unchanged: int = 0
     deleted: int = 0
     quarantined: int = 0
+    # Target columns this load had no values for (gone from the source): NULL in rows it wrote.
+    missing_columns: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +77,25 @@ def quarantine_table(target: str) -> str:
     if len(name) > 63:
         name = f"{table[:40]}_{hashlib.md5(table.encode()).hexdigest()[:8]}__quarantine"
     return f"{schema}.{name}"
+
+
+def missing_columns_error(target: str, missing: list[str]) -> SourceDataError:
+    names = ", ".join(repr(c) for c in missing)
+    which = "column" if len(missing) == 1 else "columns"
+    return SourceDataError(
+        f"{target} has {which} {names}, which the source no longer provides; set "
+        "schema.on_missing_column: null on the source to load NULL there, or drop the column"
+    )
+
+
+def _check_identifiers(columns: Collection[str]) -> None:
+    for c in columns:
+        size = len(c.encode("utf-8"))
+        if size > MAX_IDENTIFIER_BYTES:
+            raise SourceDataError(
+                f"column {c!r} is {size} bytes long; PostgreSQL names hold at most "
+                f"{MAX_IDENTIFIER_BYTES}: declare it under columns with a shorter name and from: {c!r}"
+            )
 
 
 def _create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -83,6 +111,10 @@ def lock_key(*parts: str) -> int:
     """A stable 64-bit advisory-lock key (hashtext differs across server versions)."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _key_match(key: list[str]) -> sql.Composable:
+    return sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in key)
 
 
 def _index_name(table: str, suffix: str) -> str:
@@ -135,8 +167,13 @@ class BaseWarehouse(ABC):
         strategy: str,
         quarantine: pd.DataFrame | None = None,
         delete_missing: bool = False,
+        on_missing_column: MissingColumnPolicy = "fail",
     ) -> LoadCounts:
-        """Make `partition` of `target` hold `frame`, all or nothing; a rerun changes nothing."""
+        """Make `partition` of `target` hold `frame`, all or nothing; a rerun changes nothing.
+
+        Target columns not in `types` fail the load, or with `on_missing_column="null"` are
+        NULL in the rows it writes; either way they are named in `LoadCounts.missing_columns`.
+        """
 
     @abstractmethod
     def query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
@@ -199,6 +236,7 @@ class Warehouse(BaseWarehouse):
         not_null: Collection[str] = (),
     ) -> None:
         # `not_null` is not enforced here: normalize already rejects nulls in such columns.
+        _check_identifiers(types)
         schema, table = target.split(".")
         if quarantine:
             self._ensure_quarantine(conn, target, types)
@@ -287,6 +325,7 @@ class Warehouse(BaseWarehouse):
         strategy: str,
         quarantine: pd.DataFrame | None = None,
         delete_missing: bool = False,
+        on_missing_column: MissingColumnPolicy = "fail",
     ) -> LoadCounts:
         """Load one partition in one transaction. Concurrent loads of it are serialized.
 
@@ -302,12 +341,11 @@ class Warehouse(BaseWarehouse):
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s)", (lock_key("load", target, partition),)
             )
-            if key and not delete_missing and self._holds_exactly(conn, tgt, partition, frame):
-                # A rerun over unchanged data: nothing to insert, update or delete.
-                counts.unchanged = len(frame)
-                if quarantine is not None:
-                    counts.quarantined = self._replace_quarantine(conn, target, cols, partition, run_id, quarantine)
-                return counts
+            meta = {c for c, _ in META_DDL}
+            gone = [c for c in self._columns(conn, schema, table) if c not in types and c not in meta]
+            if gone and on_missing_column != "null":
+                raise missing_columns_error(target, gone)
+            counts.missing_columns = gone
             conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
@@ -315,37 +353,23 @@ class Warehouse(BaseWarehouse):
             )
             staged = frame[cols + ["record_hash"]].assign(_partition=partition)
             self._copy_in(conn, "_stage", data_cols, staged)
+            if quarantine is not None:
+                counts.quarantined = self._replace_quarantine(conn, target, cols, partition, run_id, quarantine)
+            if key and not delete_missing and self._holds_exactly(conn, tgt, partition, len(frame), key, cols, gone):
+                # A rerun over unchanged data: nothing to insert, update or delete.
+                counts.unchanged = len(frame)
+                conn.execute("DROP TABLE _stage")
+                return counts
+            conn.execute("ANALYZE _stage")
             if key:
                 conn.execute(
                     sql.SQL("ALTER TABLE _stage ADD PRIMARY KEY ({})").format(
                         sql.SQL(", ").join(map(sql.Identifier, key))
                     )
                 )
-            conn.execute("ANALYZE _stage")
-            if quarantine is not None:
-                counts.quarantined = self._replace_quarantine(conn, target, cols, partition, run_id, quarantine)
-            key_match = sql.SQL(" AND ").join(
-                sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in key
-            )
-            if strategy == "replace_partition":
-                cur = conn.execute(
-                    sql.SQL(
-                        "DELETE FROM {tgt} AS t WHERE t._partition = %s "
-                        "AND NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})"
-                    ).format(tgt=tgt, match=key_match if key else sql.SQL("false")),
-                    (partition,),
-                )
-                counts.deleted = cur.rowcount
-            if delete_missing and key:
-                # A full source is the whole truth: target rows it no longer has go.
-                cur = conn.execute(
-                    sql.SQL("DELETE FROM {tgt} AS t WHERE NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})").format(
-                        tgt=tgt, match=key_match
-                    )
-                )
-                counts.deleted += cur.rowcount
+            counts.deleted = self._delete_unstaged(conn, tgt, key, partition, strategy, delete_missing)
             if not key:
-                # Without a key a partition can only be replaced whole.
+                # Without a key a partition can only be replaced whole; gone columns default to NULL.
                 cur = conn.execute(
                     sql.SQL("DELETE FROM {} WHERE _partition = %s").format(tgt), (partition,)
                 )
@@ -358,59 +382,118 @@ class Warehouse(BaseWarehouse):
                     (run_id,),
                 )
                 counts.inserted = len(frame)
-                conn.execute("DROP TABLE _stage")
-                return counts
-            all_cols = data_cols + ["_loaded_at", "_run_id"]
-            assignments = sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                for c in all_cols
-                if c not in key
-            )
-            row = conn.execute(
-                sql.SQL(
-                    "WITH up AS ("
-                    " INSERT INTO {tgt} AS t ({all_cols})"
-                    " SELECT {s_cols}, now(), %(run_id)s FROM _stage s"
-                    # Unchanged rows conflict and fail the WHERE: neither written nor counted.
-                    # (A NOT EXISTS pre-filter measured slower in every benchmark scenario.)
-                    " ON CONFLICT ({key}) DO UPDATE SET {assign}"
-                    " WHERE t.record_hash IS DISTINCT FROM EXCLUDED.record_hash"
-                    " RETURNING (xmax = 0) AS inserted)"
-                    " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-                    " FROM up"
-                ).format(
-                    tgt=tgt,
-                    all_cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
-                    s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in data_cols),
-                    key=sql.SQL(", ").join(map(sql.Identifier, key)),
-                    assign=assignments,
-                ),
-                {"run_id": run_id},
-            ).fetchone()
-            counts.inserted, counts.updated = int(row[0]), int(row[1])
-            counts.unchanged = counts.staged - counts.inserted - counts.updated
+            else:
+                counts.inserted, counts.updated = self._upsert(conn, tgt, key, cols, gone, run_id)
+                counts.unchanged = counts.staged - counts.inserted - counts.updated
             conn.execute("DROP TABLE _stage")
         return counts
 
     @staticmethod
-    def _holds_exactly(conn: psycopg.Connection, tgt: sql.Composable, partition: str, frame: pd.DataFrame) -> bool:
-        """Whether the partition's rows are exactly the frame's: the same record_hash values.
+    def _delete_unstaged(
+        conn: psycopg.Connection, tgt: sql.Composable, key: list[str], partition: str, strategy: str,
+        delete_missing: bool,
+    ) -> int:
+        """Delete the target rows the staged ones replace: the partition's, or with
+        `delete_missing` (a full source is the whole truth) every row it no longer has."""
+        key_match = _key_match(key)
+        deleted = 0
+        if strategy == "replace_partition":
+            cur = conn.execute(
+                sql.SQL(
+                    "DELETE FROM {tgt} AS t WHERE t._partition = %s "
+                    "AND NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})"
+                ).format(tgt=tgt, match=key_match if key else sql.SQL("false")),
+                (partition,),
+            )
+            deleted = cur.rowcount
+        if delete_missing and key:
+            cur = conn.execute(
+                sql.SQL("DELETE FROM {tgt} AS t WHERE NOT EXISTS (SELECT 1 FROM _stage s WHERE {match})").format(
+                    tgt=tgt, match=key_match
+                )
+            )
+            deleted += cur.rowcount
+        return deleted
 
-        record_hash covers every business column, the key included, so equal sets mean the
-        upsert would change nothing. Comparing one digest costs a fraction of staging the rows.
+    @staticmethod
+    def _columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                (schema, table),
+            )
+        ]
+
+    @staticmethod
+    def _upsert(
+        conn: psycopg.Connection, tgt: sql.Composable, key: list[str], cols: list[str], gone: list[str],
+        run_id: str,
+    ) -> tuple[int, int]:
+        """Insert new keys, update rows that differ from the staged ones; (inserted, updated).
+
+        A row differs when any business column, record_hash included, does: the stored
+        values are compared, so a row edited in the warehouse is written back. Columns gone
+        from the source are NULL in every row written.
         """
-        n, digest = conn.execute(
+        data_cols = cols + ["record_hash", "_partition"]
+        all_cols = data_cols + gone + ["_loaded_at", "_run_id"]
+        compared = cols + ["record_hash"] + gone
+        row = conn.execute(
             sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(record_hash, ',' ORDER BY record_hash COLLATE \"C\"), '')) "
-                "FROM {} WHERE _partition = %s"
-            ).format(tgt),
-            (partition,),
+                "WITH up AS ("
+                " INSERT INTO {tgt} AS t ({all_cols})"
+                " SELECT {s_cols}, now(), %(run_id)s FROM _stage s"
+                # Unchanged rows conflict and fail the WHERE: neither written nor counted.
+                # (A NOT EXISTS pre-filter measured slower in every benchmark scenario.)
+                " ON CONFLICT ({key}) DO UPDATE SET {assign}"
+                " WHERE ({t_row}) IS DISTINCT FROM ({x_row})"
+                " RETURNING (xmax = 0) AS inserted)"
+                " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+                " FROM up"
+            ).format(
+                tgt=tgt,
+                all_cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
+                s_cols=sql.SQL(", ").join(
+                    [sql.Identifier("s", c) for c in data_cols] + [sql.NULL for _ in gone]
+                ),
+                key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                assign=sql.SQL(", ").join(
+                    sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in all_cols if c not in key
+                ),
+                t_row=sql.SQL(", ").join(sql.Identifier("t", c) for c in compared),
+                x_row=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in compared),
+            ),
+            {"run_id": run_id},
         ).fetchone()
-        if n != len(frame):
-            return False
-        ordered = pc.sort_indices(pa.array(frame["record_hash"], type=pa.string()))
-        hashes = pa.array(frame["record_hash"], type=pa.string()).take(ordered).to_pylist()
-        return hashlib.md5(",".join(hashes).encode()).hexdigest() == digest
+        return int(row[0]), int(row[1])
+
+    @staticmethod
+    def _holds_exactly(
+        conn: psycopg.Connection, tgt: sql.Composable, partition: str, n: int, key: list[str],
+        cols: list[str], gone: list[str],
+    ) -> bool:
+        """Whether the partition's rows are exactly the staged ones, stored values compared.
+
+        Then the upsert would change nothing, and building the staging key and running it are
+        skipped. Comparing the stored columns, not only the stored record_hash, is what finds a
+        row edited in the warehouse; one hash join costs a fraction of the upsert's lookups.
+        """
+        same = sql.SQL(" AND ").join(
+            [sql.SQL("t.{c} IS NOT DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
+             for c in cols + ["record_hash"] if c not in key]
+            + [sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in gone]
+        ) or sql.SQL("true")
+        held, matching = conn.execute(
+            sql.SQL(
+                "SELECT (SELECT count(*) FROM {tgt} WHERE _partition = %(p)s),"
+                " (SELECT count(*) FROM _stage s JOIN {tgt} t ON {match}"
+                " WHERE t._partition = %(p)s AND {same})"
+            ).format(tgt=tgt, match=_key_match(key), same=same),
+            {"p": partition},
+        ).fetchone()
+        return held == n and matching == n
 
     def _replace_quarantine(
         self, conn: psycopg.Connection, target: str, cols: list[str], partition: str, run_id: str,

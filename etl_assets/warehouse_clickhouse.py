@@ -42,7 +42,14 @@ import pyarrow as pa
 from etl_assets.secrets import redact
 from etl_assets.sources.base import SourceDataError, TransientSourceError
 from etl_assets.sqlutil import _TOKEN, UnknownParameter
-from etl_assets.warehouse import BaseWarehouse, LoadCounts, lock_key, quarantine_table
+from etl_assets.warehouse import (
+    BaseWarehouse,
+    LoadCounts,
+    MissingColumnPolicy,
+    lock_key,
+    missing_columns_error,
+    quarantine_table,
+)
 
 CH_TYPES = {
     "string": "String",
@@ -171,6 +178,7 @@ class _Load:
     s_in: str  # the staged rows
     s_out: str  # the partition's new content
     params: dict[str, Any]  # p, run, ver, now
+    gone: list[str] = field(default_factory=list)  # target columns the source no longer has
 
     @property
     def tgt(self) -> str:
@@ -552,6 +560,7 @@ class ClickHouseWarehouse(BaseWarehouse):
         strategy: str,
         quarantine: pd.DataFrame | None = None,
         delete_missing: bool = False,
+        on_missing_column: MissingColumnPolicy = "fail",
     ) -> LoadCounts:
         """Swap in the partition's new content; unchanged rows are carried over untouched.
 
@@ -571,6 +580,7 @@ class ClickHouseWarehouse(BaseWarehouse):
                 stages.drop_stale()
                 columns = conn.columns(target)
                 self._check_nulls(target, frame, cols, columns)
+                counts.missing_columns = self._gone(target, types, columns, on_missing_column)
                 typed = ", ".join(f"{ident(c)} {columns[c]}" for c in cols)
                 s_in = stages.create("in", f"({typed}, `record_hash` String) ENGINE = Memory")
                 conn.insert(s_in, frame[cols + ["record_hash"]], _schema(types, ["record_hash"]))
@@ -585,6 +595,7 @@ class ClickHouseWarehouse(BaseWarehouse):
                     target=target, key=key, cols=cols, s_in=s_in,
                     s_out=stages.create("out", f"AS {qualified(target)}"),
                     params=self._stamp(conn, target, partition, run_id),
+                    gone=counts.missing_columns,
                 )
                 if quarantine is not None:
                     counts.quarantined = self._replace_quarantine(
@@ -603,6 +614,24 @@ class ClickHouseWarehouse(BaseWarehouse):
             finally:
                 stages.drop_all()
         return counts
+
+    @staticmethod
+    def _gone(
+        target: str, types: dict[str, str], columns: dict[str, str], policy: MissingColumnPolicy
+    ) -> list[str]:
+        """Target columns the load has no values for: an error, or NULL in the rows it writes."""
+        meta = {c for c, _ in META_DDL}
+        gone = [c for c in columns if c not in types and c not in meta]
+        if gone and policy != "null":
+            raise missing_columns_error(target, gone)
+        for c in gone:
+            if not columns[c].startswith("Nullable("):
+                # Leaving it out would write the type's default (0, ''), not NULL.
+                raise SourceDataError(
+                    f"{target} has column {c!r}, which the source no longer provides, and it is "
+                    f"{columns[c]}, not Nullable, so it cannot be left NULL"
+                )
+        return gone
 
     @staticmethod
     def _stamp(conn: Connection, target: str, partition: str, run_id: str) -> dict[str, Any]:
@@ -624,15 +653,23 @@ class ClickHouseWarehouse(BaseWarehouse):
         # Each staged key: new, changed or the same as the row the table holds (in any
         # partition), and its home, the partition that holds it afterwards.
         on = " AND ".join(f"s.{ident(k)} = o.{ident(k)}" for k in load.key)
+        # The stored values are compared, not only the stored hash, so a row edited in the
+        # warehouse is rewritten; a NULL equals only a NULL.
+        alike = " AND ".join(
+            [f"ifNull(o.{ident(c)} = s.{ident(c)}, isNull(o.{ident(c)}) AND isNull(s.{ident(c)}))"
+             for c in load.cols + ["record_hash"] if c not in load.key]
+            + [f"isNull(o.{ident(c)})" for c in load.gone]
+        ) or "1"
+        looked_up = _names(load.key + [c for c in load.cols + load.gone if c not in load.key])
         s_cls = stages.create(
             "cls",
             "ENGINE = Memory AS SELECT "
             + ", ".join(f"s.{ident(k)} AS {ident(k)}" for k in load.key)
             + ", multiIf(ifNull(o._etl_found, 0) = 0, 'new', "
-            "o.record_hash != s.record_hash, 'changed', 'same') AS _etl_state, "
+            f"NOT ({alike}), 'changed', 'same') AS _etl_state, "
             "if(_etl_state = 'same', o._partition, {p:String}) AS _etl_home "
             f"FROM {s_in} AS s LEFT JOIN ("
-            f"SELECT {names}, record_hash, _partition, toUInt8(1) AS _etl_found FROM {tgt} FINAL "
+            f"SELECT {looked_up}, record_hash, _partition, toUInt8(1) AS _etl_found FROM {tgt} FINAL "
             f"WHERE {keys} IN (SELECT {names} FROM {s_in})) AS o ON {on}",
             params,
         )

@@ -449,3 +449,55 @@ def test_processes_sharing_a_chdb_directory_take_turns(ch_url) -> None:
     rows = ch(ch_url, "SELECT count(), uniqExact(id), uniqExact(v), any(_partition) FROM mart.t")
     # Whichever went second changed every row of p1; p2 and p3 then held nothing new.
     assert rows == [(2000, 2000, 1, "p1")]
+
+
+# --- reruns restore the window's state; drift is explicit ------------------------------------
+
+
+def test_a_rerun_restores_rows_edited_or_deleted_in_the_warehouse(ch_url) -> None:
+    wh = ClickHouseWarehouse(ch_url)
+    types = {"id": "integer", "v": "string"}
+    with wh.connect() as conn:
+        wh.ensure_table(conn, "mart.t", types, ["id"])
+        wh.load_partition(conn, target="mart.t", frame=small_frame([1, 2, 3], "a"), types=types, key=["id"],
+                          partition="p1", run_id="r1", strategy="upsert")
+        conn.command("ALTER TABLE mart.t UPDATE v = 'edited' WHERE id = 1 SETTINGS mutations_sync = 2")
+        conn.command("ALTER TABLE mart.t DELETE WHERE id = 3 SETTINGS mutations_sync = 2")
+        counts = wh.load_partition(conn, target="mart.t", frame=small_frame([1, 2, 3], "a"), types=types,
+                                   key=["id"], partition="p1", run_id="r2", strategy="upsert")
+    assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 1)
+    assert ch(ch_url, "SELECT id, v, _run_id FROM mart.t FINAL ORDER BY id") == [(1, "a", "r2"), (2, "a", "r1"), (3, "a", "r2")]
+
+
+def drift_frame(types: dict[str, str], rows: dict[str, list]) -> pd.DataFrame:
+    dtypes = {"integer": "Int64", "string": "string", "float": "Float64"}
+    frame = pd.DataFrame({c: pd.array(rows[c], dtype=dtypes[types[c]]) for c in types})
+    frame["record_hash"] = record_hashes(frame, types)
+    return frame
+
+
+def test_a_column_gone_from_the_source_fails_or_is_null_as_the_source_declares(ch_url) -> None:
+    wh = ClickHouseWarehouse(ch_url)
+    full = {"id": "integer", "v": "string", "amount": "float"}
+    shrunk = {"id": "integer", "v": "string"}
+    with wh.connect() as conn:
+        wh.ensure_table(conn, "mart.d", full, ["id"])
+        for p, ids in (("p0", [5]), ("p1", [1, 2])):
+            wh.load_partition(conn, target="mart.d", frame=drift_frame(full, {"id": ids, "v": ["a"] * len(ids),
+                              "amount": [1.5] * len(ids)}), types=full, key=["id"], partition=p, run_id="r1",
+                              strategy="upsert")
+        wh.ensure_table(conn, "mart.d", shrunk, ["id"])
+        later = drift_frame(shrunk, {"id": [1, 2, 3], "v": ["a", "b", "c"]})
+        with pytest.raises(Exception, match=r"^mart\.d has column 'amount', which the source no longer provides"):
+            wh.load_partition(conn, target="mart.d", frame=later, types=shrunk, key=["id"], partition="p1",
+                              run_id="r2", strategy="upsert")
+        assert ch(ch_url, "SELECT id, v, amount FROM mart.d FINAL ORDER BY id") == [(1, "a", 1.5), (2, "a", 1.5), (5, "a", 1.5)]
+        counts = wh.load_partition(conn, target="mart.d", frame=later, types=shrunk, key=["id"], partition="p1",
+                                   run_id="r2", strategy="upsert", on_missing_column="null")
+        assert (counts.inserted, counts.updated, counts.unchanged, counts.missing_columns) == (1, 2, 0, ["amount"])
+        assert ch(ch_url, "SELECT id, v, amount FROM mart.d FINAL ORDER BY id") == [
+            (1, "a", None), (2, "b", None), (3, "c", None), (5, "a", 1.5)
+        ]
+        again = wh.load_partition(conn, target="mart.d", frame=later, types=shrunk, key=["id"], partition="p1",
+                                  run_id="r3", strategy="upsert", on_missing_column="null")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)

@@ -6,9 +6,11 @@ import datetime as dt
 from decimal import Decimal
 
 import pandas as pd
+import pytest
 
 from etl_assets.normalize import record_hashes
-from etl_assets.warehouse import Warehouse
+from etl_assets.sources.base import SourceDataError
+from etl_assets.warehouse import LoadCounts, Warehouse
 
 from .conftest import query
 
@@ -92,3 +94,72 @@ def query_and_commit(url: str, text: str) -> None:
 
     with psycopg.connect(url) as conn:
         conn.execute(text)
+
+
+def test_a_rerun_restores_values_edited_in_the_warehouse_with_the_hash_left_as_is(warehouse_url: str) -> None:
+    """The window's state is the source's, not what record_hash claims the table holds."""
+    wh = Warehouse(warehouse_url)
+    frame = _frame(200)
+    assert _load(wh, frame, TYPES) == (200, 0, 0)
+    before = query(warehouse_url, "SELECT id, name, price, ok, day, at, record_hash FROM mart.t ORDER BY id")
+    query_and_commit(warehouse_url, "UPDATE mart.t SET price = 0 WHERE id = 2")
+    query_and_commit(warehouse_url, "UPDATE mart.t SET name = NULL, day = '1999-01-01' WHERE id = 3")
+    query_and_commit(warehouse_url, "DELETE FROM mart.t WHERE id = 7")
+    assert _load(wh, frame, TYPES) == (1, 2, 197)
+    assert query(warehouse_url, "SELECT id, name, price, ok, day, at, record_hash FROM mart.t ORDER BY id") == before
+    assert _load(wh, frame, TYPES) == (0, 0, 200)
+
+
+def _typed(types: dict[str, str], rows: dict[str, list]) -> pd.DataFrame:
+    dtypes = {"integer": "Int64", "string": "string", "float": "Float64"}
+    frame = pd.DataFrame({c: pd.array(rows[c], dtype=dtypes[types[c]]) for c in types})
+    frame["record_hash"] = record_hashes(frame, types)
+    return frame
+
+
+def _load_p(wh: Warehouse, frame: pd.DataFrame, types: dict[str, str], partition: str, **kwargs) -> LoadCounts:
+    with wh.connect() as conn:
+        wh.ensure_table(conn, "mart.d", types, ["id"])
+        return wh.load_partition(conn, target="mart.d", frame=frame, types=types, key=["id"],
+                                 partition=partition, run_id=partition, strategy="upsert", **kwargs)
+
+
+FULL = {"id": "integer", "name": "string", "amount": "float"}
+SHRUNK = {"id": "integer", "name": "string"}
+
+
+def test_a_column_gone_from_the_source_fails_the_load_and_names_it(warehouse_url: str) -> None:
+    wh = Warehouse(warehouse_url)
+    _load_p(wh, _typed(FULL, {"id": [1, 2], "name": ["a", "b"], "amount": [1.5, 2.5]}), FULL, "p1")
+    before = query(warehouse_url, "SELECT * FROM mart.d ORDER BY id")
+    with pytest.raises(SourceDataError, match=r"^mart\.d has column 'amount', which the source no longer "
+                                              r"provides; set schema\.on_missing_column: null"):
+        _load_p(wh, _typed(SHRUNK, {"id": [1, 3], "name": ["a2", "c"]}), SHRUNK, "p1")
+    assert query(warehouse_url, "SELECT * FROM mart.d ORDER BY id") == before
+
+
+def test_a_column_gone_from_the_source_is_null_in_the_rows_loaded_after_under_policy_null(warehouse_url: str) -> None:
+    wh = Warehouse(warehouse_url)
+    _load_p(wh, _typed(FULL, {"id": [1, 2, 9], "name": ["a", "b", "z"], "amount": [1.5, 2.5, 9.5]}), FULL, "p1")
+    _load_p(wh, _typed(FULL, {"id": [5], "name": ["e"], "amount": [5.5]}), FULL, "p0")
+    shrunk = _typed(SHRUNK, {"id": [1, 2, 3, 9], "name": ["a", "b2", "c", "z"]})
+    counts = _load_p(wh, shrunk, SHRUNK, "p1", on_missing_column="null")
+    assert counts.missing_columns == ["amount"]
+    assert (counts.inserted, counts.updated, counts.unchanged) == (1, 3, 0)
+    assert query(warehouse_url, "SELECT id, name, amount, _partition FROM mart.d ORDER BY id") == [
+        (1, "a", None, "p1"), (2, "b2", None, "p1"), (3, "c", None, "p1"), (5, "e", 5.5, "p0"), (9, "z", None, "p1"),
+    ]
+    again = _load_p(wh, shrunk, SHRUNK, "p1", on_missing_column="null")
+    assert (again.inserted, again.updated, again.unchanged, again.missing_columns) == (0, 0, 4, ["amount"])
+
+
+def test_a_column_name_over_the_identifier_limit_is_a_clear_error(warehouse_url: str) -> None:
+    """PostgreSQL would truncate it silently, and every later run would then fail on it."""
+    wh = Warehouse(warehouse_url)
+    long = "ç" * 32  # 64 bytes in UTF-8
+    types = {"id": "integer", long: "string"}
+    frame = _typed({"id": "integer", "name": "string"}, {"id": [1], "name": ["a"]}).rename(columns={"name": long})
+    for _ in range(2):
+        with pytest.raises(SourceDataError, match=f"^column {long!r} is 64 bytes long; PostgreSQL names hold at most "
+                                                  "63: declare it under columns with a shorter name and from:"):
+            _load_p(wh, frame, types, "p1")
