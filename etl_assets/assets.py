@@ -29,8 +29,8 @@ from etl_assets.secrets import MissingSecret
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
 from etl_assets.storage import (
-    KEEP, PartitionFrames, Written, copy_file, frame_bytes, layer_path, read_frame, read_frame_bytes, side_path,
-    write_atomic, write_frame, write_partition,
+    KEEP, PartitionFrames, Written, copy_file, frame_bytes, layer_path, read_frame, read_frame_bytes, same_file,
+    side_path, write_atomic, write_frame, write_partition,
 )
 from etl_assets.warehouse import LoadCounts, WarehouseResource, open_warehouse
 
@@ -89,11 +89,27 @@ def fingerprint(spec: PipelineSpec, source: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# Placeholders through which a request reads its partition's window.
+WINDOW_PLACEHOLDERS = (":window_start", ":window_end", "{window_start}", "{window_end}")
+
+
+def extracted_once(source: Any) -> bool:
+    """A full source whose request does not name the window reads the same data for every
+    partition, so a run extracts it once and reuses the file for each of its partitions."""
+    if source.mode != "full":
+        return False
+    request = json.dumps([getattr(source, f, None) for f in ("query", "url", "params", "path")])
+    return not any(p in request for p in WINDOW_PLACEHOLDERS)
+
+
 def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.AssetsDefinition]:
     P, S = spec.name, source.name
     keys = {layer: asset_key(P, layer, S) for layer in LAYERS}
     retry = retry_policy(source.retries or spec.retries)
     common = _common(spec, pdef)
+    priority = load_first(spec)[S]
+    if priority:
+        common["op_tags"] = {"dagster/priority": str(priority)}
     normalize_fingerprint = fingerprint(spec, source)
     target = spec.target(source)
 
@@ -114,7 +130,19 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         if source.mode == "incremental" and ":last_sync" in (getattr(source, "query", None) or ""):
             with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=retry):
                 last_sync = warehouse.for_pipeline(spec).high_water_mark(target, source.timestamp_column)
+        once = extracted_once(source)
+        shared: tuple[str, UPath, dict[str, Any]] | None = None  # (partition, file, inputs) of that extract
         for k in context.partition_keys:
+            path = layer_path(storage_dir(), keys["raw"], k)
+            if shared is not None:
+                first, first_path, first_inputs = shared
+                with classified(context, pipeline=P, source=S, partitions=[k], policy=retry):
+                    kept = same_file(first_path, path)
+                    if not kept:
+                        copy_file(first_path, path)
+                values[k] = KEEP if kept else Written(path)
+                inputs[k] = {**first_inputs, "reused_from": first, "unchanged": kept}
+                continue
             previous = latest_metadata(context.instance, keys["raw"], k).get("inputs", {}).get(k)
             request = ExtractRequest(P, window_for(pdef, k), last_sync=last_sync, previous_inputs=previous)
             with classified(context, pipeline=P, source=S, partitions=[k], policy=retry):
@@ -128,7 +156,6 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 if not ex.unchanged:
                     # Written now, where a streamed extract's errors are classified and retried,
                     # and so that a long range holds one window in memory, not all of them.
-                    path = layer_path(storage_dir(), keys["raw"], k)
                     write_partition(path, ex.frame)
             values[k] = KEEP if ex.unchanged else Written(path)
             ex.frame = None
@@ -137,6 +164,8 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             inputs[k] = ex.inputs
             if ex.unchanged:
                 context.log.info(f"{P}/{S} {k}: inputs unchanged since the last extract; kept")
+            if once:
+                shared = (k, path, ex.inputs)
         return dg.Output(
             values, metadata={"inputs": dg.MetadataValue.json(inputs), **step_metrics(started)}
         )
@@ -186,9 +215,12 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         )
 
     quarantines = any(c.severity == "quarantine" for c in source.checks)
-    related = [
-        asset_key(P, "loaded", c.to.source) for c in source.checks if getattr(c, "type", None) == "relationship"
-    ]
+    referenced = {c.to.source for c in source.checks if getattr(c, "type", None) == "relationship"}
+    # Only checks that change what loads wait for their source's load: a warn relationship
+    # checks against what the warehouse holds, so a failed source cannot skip this one.
+    related = sorted(
+        {c.to.source for c in source.checks if getattr(c, "type", None) == "relationship" and c.severity != "warn"}
+    )
 
     @dg.asset(
         key=keys["validated"],
@@ -196,7 +228,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         kinds={"great_expectations", "parquet"},
         io_manager_key="parquet_io",
         ins={"normalized": dg.AssetIn(keys["normalized"])},
-        deps=related,
+        deps=[asset_key(P, "loaded", name) for name in related],
         check_specs=quality.check_specs(keys["validated"], source),
         **common,
     )
@@ -216,6 +248,10 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 missing_columns=stats.get("missing_columns") or [],
                 raw_columns=stats.get("raw_columns") or {},
                 warehouse=wh, targets={s.name: spec.target(s) for s in spec.sources}, own_target=target,
+                not_loaded={
+                    name for name in referenced
+                    if not loaded_in_run(context.instance, asset_key(P, "loaded", name), k, context.run_id)
+                },
             )
             with classified(context, pipeline=P, source=S, partitions=[k], policy=None):
                 result = quality.run_checks(normalized[k], source, ctx)
@@ -301,6 +337,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         strategy=source.load.strategy,
                         quarantine=q,
                         delete_missing=source.load.delete_missing,
+                        on_missing_column=source.schema_policy.on_missing_column,
                     )
                     by_partition[k] = counts.as_dict()
                     if preview.empty:
@@ -342,6 +379,14 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: s
         return {}
     mat = result.records[0].asset_materialization
     return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+
+
+def loaded_in_run(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, run_id: str) -> bool:
+    """Whether run `run_id` materialized `key` for `partition` (its newest materialization)."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    )
+    return bool(result.records) and result.records[0].run_id == run_id
 
 
 def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any, k: str) -> SourceSummary:
@@ -463,6 +508,19 @@ def render_status_report(
         )
         path = report_mod.write(storage_dir(), spec.name, k, md, page).html_path
     return path
+
+
+def load_first(spec: PipelineSpec) -> dict[str, int]:
+    """Step priority per source: a source that relationship checks refer to runs its steps
+    before theirs when both are ready, so a warn check, which does not wait for that load,
+    still usually sees it in the same run."""
+    refs = {s.name: {c.to.source for c in s.checks if getattr(c, "type", None) == "relationship"} for s in spec.sources}
+    priority = dict.fromkeys(refs, 0)
+    for _ in spec.sources:  # a chain is at most as long as the sources; a cycle stops here
+        for name, targets in refs.items():
+            for t in targets:
+                priority[t] = max(priority[t], min(priority[name] + 1, len(refs)))
+    return priority
 
 
 def build_pipeline_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:

@@ -34,12 +34,16 @@ from etl_assets.spec import (
     SchemaCheck,
     UniqueCheck,
     check_name,
+    missing_column,
     parse_duration,
 )
 
 SAMPLE_SIZE = 10
 # Checks evaluated here rather than by a GX suite.
 _LOCAL = (RelationshipCheck, RowCountAnomalyCheck, FreshnessCheck, SchemaCheck)
+# The expectation `meta` key that ties a GX result to its check: GX 1.x does not return
+# results in suite order (expectations it cannot evaluate come first).
+CHECK_META_KEY = "etl_assets_check"
 
 
 @dataclass
@@ -105,6 +109,9 @@ class CheckContext:
     warehouse: Any = None
     targets: dict[str, str] = field(default_factory=dict)  # source name -> schema.table
     own_target: str | None = None
+    # Sources a relationship check refers to that did not load this partition in this run:
+    # a warn check does not wait for them, so it says what it checked against.
+    not_loaded: set[str] = field(default_factory=set)
 
 
 def describe(check: Any, key: list[str]) -> str:
@@ -185,6 +192,12 @@ def build_expectation(name: str, kwargs: dict[str, Any]) -> Any:
 
 
 def _expectation(gx: Any, check: Any, key: list[str]) -> Any:
+    expectation = _build(gx, check, key)
+    expectation.meta = {**(expectation.meta or {}), CHECK_META_KEY: check_name(check)}
+    return expectation
+
+
+def _build(gx: Any, check: Any, key: list[str]) -> Any:
     E = gx.expectations
     if isinstance(check, NotNullCheck):
         return E.ExpectColumnValuesToNotBeNull(column=check.column)
@@ -224,8 +237,8 @@ def _gx_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def _gx_input(frame: pd.DataFrame, checks: list[Any], key: list[str]) -> pd.DataFrame:
     """Only the columns the checks read: GX's copy of a wide frame costs memory and time.
 
-    A generic expectation may read any column, and a missing column must reach GX so that it
-    reports it; either way GX gets the whole frame.
+    A generic expectation may read any column, so it gets the whole frame; checks on a missing
+    column never reach GX (see `_unreadable`).
     """
     cols: list[str] = []
     for c in checks:
@@ -241,7 +254,8 @@ def _gx_input(frame: pd.DataFrame, checks: list[Any], key: list[str]) -> pd.Data
     return frame[cols]
 
 
-def _run_gx(frame: pd.DataFrame, source: Any, checks: list[Any], complete: bool) -> tuple[list[Any], dict[str, Any]]:
+def _run_gx(frame: pd.DataFrame, source: Any, checks: list[Any], complete: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GX's result for each check, by check name (from the expectation's meta), and its document."""
     gx, ctx = _gx()
     name = f"{source.name}_{id(frame)}"
     ds = ctx.data_sources.add_or_update_pandas(name)
@@ -264,7 +278,8 @@ def _run_gx(frame: pd.DataFrame, source: Any, checks: list[Any], complete: bool)
         document = result.to_json_dict()
     except Exception:  # noqa: BLE001 - the document is a courtesy, the outcomes are what count
         document = {"success": result.success}
-    return list(result.results), document
+    by_check = {(r.expectation_config.meta or {}).get(CHECK_META_KEY): r for r in result.results}
+    return by_check, document
 
 
 def _outcome(check: Any, source: Any, passed: bool, **kw: Any) -> CheckOutcome:
@@ -305,19 +320,25 @@ def _schema(check: SchemaCheck, source: Any, ctx: CheckContext) -> CheckOutcome:
 
 
 def _relationship(check: RelationshipCheck, source: Any, frame: pd.DataFrame, ctx: CheckContext) -> tuple[CheckOutcome, np.ndarray]:
+    """Against what the warehouse holds now; a table not created yet holds no values."""
     values = frame[check.column]
     present = values.notna().to_numpy()
     distinct = sorted({str(v) for v in values[present]})
+    table = ctx.targets[check.to.source]
     orphans: set[str] = set()
+    exists = bool(distinct) and ctx.warehouse.table_exists(table)
     if distinct:
-        table = ctx.targets[check.to.source]
-        orphans = ctx.warehouse.missing_values(table, check.to.column, distinct)
+        orphans = ctx.warehouse.missing_values(table, check.to.column, distinct) if exists else set(distinct)
     bad = present & values.astype("string").isin(list(orphans)).fillna(False).to_numpy(dtype=bool)
-    samples = sorted(orphans)[:SAMPLE_SIZE]
+    notes = [f"{int(bad.sum())} row(s) reference {check.to.source}.{check.to.column} values that were never loaded"] if bad.any() else []
+    if check.to.source in ctx.not_loaded:
+        held = f"what {table} held" if exists or not distinct else f"{table}, which does not exist yet"
+        notes.append(f"{check.to.source} had not loaded partition {ctx.partition} in this run when this check ran; "
+                     f"checked against {held}")
     return (
         _outcome(check, source, not bad.any(), unexpected_count=int(bad.sum()), element_count=int(present.sum()),
-                 samples=samples, observed=f"{len(orphans)} orphan value(s)",
-                 message=f"{int(bad.sum())} row(s) reference {check.to.source}.{check.to.column} values that were never loaded" if bad.any() else None),
+                 samples=sorted(orphans)[:SAMPLE_SIZE], observed=f"{len(orphans)} orphan value(s)",
+                 message="; ".join(notes) or None),
         bad,
     )
 
@@ -360,6 +381,111 @@ def _freshness(check: FreshnessCheck, source: Any, frame: pd.DataFrame, ctx: Che
     )
 
 
+def _columns_read(check: Any, source: Any) -> list[str]:
+    if isinstance(check, UniqueCheck):
+        return list(check.columns or source.primary_key)
+    if isinstance(check, FreshnessCheck):
+        return [check.column or source.timestamp_column]
+    return check.columns_used()
+
+
+def _unreadable(check: Any, source: Any, frame: pd.DataFrame) -> str | None:
+    """Why `check` cannot run on `frame` (a column it reads is not there), or None."""
+    have = [c for c in frame.columns if c != "record_hash"]
+    for col in _columns_read(check, source):
+        if col not in frame.columns:
+            return missing_column(col, have)
+    return None
+
+
+def _gx_error(res: Any) -> str | None:
+    """GX's message when it could not evaluate an expectation (a missing column, bad kwargs).
+
+    GX 1.x reports one exception per expectation, or one per metric it failed to resolve.
+    """
+    info = res.exception_info or {}
+    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    messages = [str(i.get("exception_message")) for i in infos if i.get("raised_exception")]
+    return "; ".join(dict.fromkeys(messages))[:300] or None
+
+
+def _not_run(check: Any, source: Any, frame: pd.DataFrame, message: str) -> CheckOutcome:
+    """A check that could not be evaluated fails; no row of a row-level check passed it."""
+    rows = len(frame) if check.is_row_level() else 0
+    return _outcome(check, source, False, unexpected_count=rows, element_count=len(frame), message=message)
+
+
+def _gx_outcome(check: Any, source: Any, frame: pd.DataFrame, res: Any) -> tuple[CheckOutcome, np.ndarray | None]:
+    """The outcome of one check from its own GX result, and the rows it fails when quarantining."""
+    if res is None:
+        return _not_run(check, source, frame, "great-expectations returned no result for this check"), None
+    error = _gx_error(res)
+    if error:
+        return _not_run(check, source, frame, error), None
+    r = res.result or {}
+    o = _outcome(
+        check, source, bool(res.success),
+        unexpected_count=int(r.get("unexpected_count") or 0),
+        element_count=int(r.get("element_count") or len(frame)),
+        samples=list(r.get("partial_unexpected_list") or [])[:SAMPLE_SIZE],
+        observed=r.get("observed_value"),
+    )
+    mask = np.zeros(len(frame), dtype=bool)
+    idx = [i for i in (r.get("unexpected_index_list") or []) if isinstance(i, (int, np.integer))]
+    mask[np.asarray(idx, dtype=int)] = True
+    return o, mask
+
+
+# A failing quarantine check's rows to set aside and the reason they carry.
+Failing = dict[str, tuple[np.ndarray, str]]
+
+
+def _set_aside(check: Any, source: Any, mask: np.ndarray, why: str | None = None) -> tuple[np.ndarray, str]:
+    return mask, describe(check, source.primary_key) + " failed" + (f": {why}" if why else "")
+
+
+def _evaluate(frame: pd.DataFrame, source: Any, ctx: CheckContext) -> tuple[dict[str, CheckOutcome], Failing, dict[str, Any]]:
+    """Every check's outcome by name; the rows each failing quarantine check sets aside."""
+    outcomes: dict[str, CheckOutcome] = {}
+    failing: Failing = {}
+    runnable = []
+    for check in source.checks:
+        problem = _unreadable(check, source, frame)
+        if problem is None:
+            runnable.append(check)
+            continue
+        outcomes[check_name(check)] = _not_run(check, source, frame, problem)
+        if check.severity == "quarantine":
+            failing[check_name(check)] = _set_aside(check, source, np.ones(len(frame), dtype=bool), problem)
+    gx_checks = [c for c in runnable if not isinstance(c, _LOCAL)]
+    document: dict[str, Any] = {}
+    if gx_checks:
+        complete = any(c.severity == "quarantine" for c in gx_checks)
+        results, document = _run_gx(frame, source, gx_checks, complete)
+        for check in gx_checks:
+            o, mask = _gx_outcome(check, source, frame, results.get(check_name(check)))
+            outcomes[o.name] = o
+            if check.severity == "quarantine" and not o.passed:
+                # No row passed a check that could not run, so none loads unverified.
+                failing[o.name] = (
+                    _set_aside(check, source, mask) if mask is not None
+                    else _set_aside(check, source, np.ones(len(frame), dtype=bool), o.message)
+                )
+    for check in runnable:
+        if isinstance(check, SchemaCheck):
+            outcomes[check_name(check)] = _schema(check, source, ctx)
+        elif isinstance(check, RelationshipCheck):
+            o, bad = _relationship(check, source, frame, ctx)
+            outcomes[o.name] = o
+            if check.severity == "quarantine" and bad.any():
+                failing[o.name] = _set_aside(check, source, bad)
+        elif isinstance(check, RowCountAnomalyCheck):
+            outcomes[check_name(check)] = _anomaly(check, source, frame, ctx)
+        elif isinstance(check, FreshnessCheck):
+            outcomes[check_name(check)] = _freshness(check, source, frame, ctx)
+    return outcomes, failing, document
+
+
 def run_checks(frame: pd.DataFrame, source: Any, ctx: CheckContext | None = None) -> PartitionQuality:
     """Validate one partition's frame against the source's checks."""
     ctx = ctx or CheckContext()
@@ -367,55 +493,18 @@ def run_checks(frame: pd.DataFrame, source: Any, ctx: CheckContext | None = None
     empty_q = frame.iloc[0:0].assign(_check=pd.Series(dtype="string"), _reason=pd.Series(dtype="string"))
     if not source.checks:
         return PartitionQuality([], empty_q, keep, {})
-    outcomes: dict[str, CheckOutcome] = {}
-    failing: dict[str, np.ndarray] = {}
-    gx_checks = [c for c in source.checks if not isinstance(c, _LOCAL)]
-    document: dict[str, Any] = {}
-    if gx_checks:
-        complete = any(c.severity == "quarantine" for c in gx_checks)
-        results, document = _run_gx(frame, source, gx_checks, complete)
-        for check, res in zip(gx_checks, results):
-            r = res.result or {}
-            o = _outcome(
-                check, source, bool(res.success),
-                unexpected_count=int(r.get("unexpected_count") or 0),
-                element_count=int(r.get("element_count") or len(frame)),
-                samples=list(r.get("partial_unexpected_list") or [])[:SAMPLE_SIZE],
-                observed=r.get("observed_value"),
-            )
-            if res.exception_info and res.exception_info.get("raised_exception"):
-                o.passed, o.message = False, str(res.exception_info.get("exception_message"))[:300]
-            outcomes[o.name] = o
-            if check.severity == "quarantine" and not res.success:
-                mask = np.zeros(len(frame), dtype=bool)
-                idx = [i for i in (r.get("unexpected_index_list") or []) if isinstance(i, (int, np.integer))]
-                mask[np.asarray(idx, dtype=int)] = True
-                failing[o.name] = mask
-    for check in source.checks:
-        if isinstance(check, SchemaCheck):
-            outcomes[check_name(check)] = _schema(check, source, ctx)
-        elif isinstance(check, RelationshipCheck):
-            o, bad = _relationship(check, source, frame, ctx)
-            outcomes[o.name] = o
-            if check.severity == "quarantine" and bad.any():
-                failing[o.name] = bad
-        elif isinstance(check, RowCountAnomalyCheck):
-            outcomes[check_name(check)] = _anomaly(check, source, frame, ctx)
-        elif isinstance(check, FreshnessCheck):
-            outcomes[check_name(check)] = _freshness(check, source, frame, ctx)
+    outcomes, failing, document = _evaluate(frame, source, ctx)
     ordered = [outcomes[check_name(c)] for c in source.checks]
     quarantine = empty_q
     if failing:
-        names = list(failing)
-        any_bad = np.logical_or.reduce([failing[n] for n in names])
+        names = [n for n in map(check_name, source.checks) if n in failing]  # the spec's order
+        any_bad = np.logical_or.reduce([failing[n][0] for n in names])
         keep = ~any_bad
-        reasons = []
-        checks = []
-        by_name = {check_name(c): c for c in source.checks}
+        checks, reasons = [], []
         for i in np.flatnonzero(any_bad):
-            hit = [n for n in names if failing[n][i]]
+            hit = [n for n in names if failing[n][0][i]]
             checks.append(", ".join(hit))
-            reasons.append("; ".join(describe(by_name[n], source.primary_key) + " failed" for n in hit))
+            reasons.append("; ".join(failing[n][1] for n in hit))
         quarantine = frame.iloc[np.flatnonzero(any_bad)].assign(
             _check=pd.array(checks, dtype="string"), _reason=pd.array(reasons, dtype="string")
         ).reset_index(drop=True)

@@ -7,7 +7,9 @@ a rerun replaces it and a crash never leaves half a file where a reader looks.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -73,8 +75,27 @@ def write_partition(path: UPath, obj: pd.DataFrame | Iterable[pd.DataFrame]) -> 
 
 
 def copy_file(source: UPath, path: UPath) -> None:
-    """Copy a stored partition file atomically (a layer that passes its input on unchanged)."""
-    write_atomic(path, source.read_bytes())
+    """Copy a stored partition file atomically (a layer that passes its input on unchanged),
+    a chunk at a time, so a large file is never held in memory whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with source.open("rb") as src, tmp.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_sha256(path: UPath) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def same_file(a: UPath, b: UPath) -> bool:
+    """Whether `b` exists and holds exactly the bytes of `a`."""
+    return b.exists() and file_sha256(a) == file_sha256(b)
 
 
 def stored_rows(path: UPath) -> tuple[int, pd.DataFrame]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +17,7 @@ import pytest
 
 from etl_assets.assets import asset_key, build_pipeline_assets
 from etl_assets.partitions import partitions_def, window_for
+from etl_assets.spec import parse_pipeline
 from etl_assets.storage import ParquetIOManagerResource
 from etl_assets.warehouse import WarehouseResource
 
@@ -329,3 +334,105 @@ def test_unchanged_raw_is_not_normalized_again_unless_spec_or_file_changed(etl_e
     assert fixed.success
     assert hashlib.sha256(path.read_bytes()).hexdigest() == meta(fixed, norm_key)["normalized_from"]["2025-03-09"]["sha256"]
     assert meta(fixed, LOADED)["unchanged"] == 50
+
+
+def with_customers(severity: str) -> Any:
+    """Orders whose customer must exist in a second source, customers, read from src.customers."""
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0]["checks"] = [
+        {"type": "unique", "severity": "error"},
+        {"type": "relationship", "column": "customer", "to": {"source": "customers", "column": "name"},
+         "severity": severity},
+    ]
+    data["sources"].append({
+        "name": "customers", "kind": "postgres", "connection": {"url": "${TEST_SOURCE_URL}"},
+        "table": "src.customers", "mode": "full", "primary_key": ["name"],
+        "columns": [{"name": "name"}], "load": {"target": "mart.customers"},
+    })
+    return parse_pipeline(data, "shop.yaml")
+
+
+def test_a_warn_relationship_loads_when_the_referenced_source_fails(etl_env, instance) -> None:
+    spec = with_customers("warn")
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(5, ny(2025, 3, 10), dt.timedelta(hours=1)))
+    # src.customers does not exist: the customers extract fails at once.
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert not result.success
+    failed = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failed == ["shop__raw__customers"]
+    assert meta(result, LOADED)["inserted"] == 5
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT count(*) FROM mart.orders") == [(5,)]
+    rel = {e.check_name: e for e in result.get_asset_check_evaluations()}["relationship_customer"]
+    assert rel.passed is False and rel.severity == dg.AssetCheckSeverity.WARN
+    assert rel.metadata["message"].value == (
+        "5 row(s) reference customers.name values that were never loaded; customers had not loaded "
+        "partition 2025-03-09 in this run when this check ran; checked against mart.customers, which does not exist yet"
+    )
+
+
+@pytest.mark.parametrize("severity, gates", [("warn", False), ("error", True), ("quarantine", True)])
+def test_only_relationships_that_change_the_load_wait_for_their_source(severity: str, gates: bool) -> None:
+    validated = next(a for a in build_pipeline_assets(with_customers(severity))
+                     if asset_key("shop", "validated", "orders") in a.keys)
+    upstream = validated.asset_deps[asset_key("shop", "validated", "orders")]
+    assert (asset_key("shop", "loaded", "customers") in upstream) is gates
+
+
+@pytest.fixture
+def catalog_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """A JSON API on 127.0.0.1 serving a two-product catalog; yields its URL and the paths requested."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            body = json.dumps([{"sku": "A", "price": 1.5}, {"sku": "B", "price": 2.0}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/products", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_full_source_is_extracted_once_per_run(etl_env, instance, catalog_api) -> None:
+    url, requested = catalog_api
+    spec = make_spec(
+        sources=[{
+            "name": "products", "kind": "http", "url": url, "mode": "full", "primary_key": ["sku"],
+            "columns": [{"name": "sku"}, {"name": "price", "type": "float"}], "load": {"target": "mart.products"},
+        }],
+        report={},
+    )
+    weeks = {"dagster/asset_partition_range_start": "2025-03-02", "dagster/asset_partition_range_end": "2025-03-16"}
+    first = materialize(spec, etl_env, instance, tags=weeks)
+    assert first.success
+    assert requested == ["/products"]
+    raw = meta(first, asset_key("shop", "raw", "products"))
+    assert raw["rows_by_partition"] == {"2025-03-02": 2, "2025-03-09": 2, "2025-03-16": 2}
+    assert "reused_from" not in raw["inputs"]["2025-03-02"]
+    assert raw["inputs"]["2025-03-09"]["reused_from"] == "2025-03-02"
+    assert raw["inputs"]["2025-03-16"]["reused_from"] == "2025-03-02"
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    assert query(wh, "SELECT sku, price FROM mart.products ORDER BY 1") == [("A", 1.5), ("B", 2.0)]
+    before = query(wh, "SELECT * FROM mart.products ORDER BY sku")
+
+    again = materialize(spec, etl_env, instance, tags=weeks)
+    assert again.success
+    assert requested == ["/products", "/products"]
+    loaded = meta(again, asset_key("shop", "loaded", "products"))
+    assert (loaded["inserted"], loaded["updated"], loaded["deleted"]) == (0, 0, 0)
+    assert query(wh, "SELECT * FROM mart.products ORDER BY sku") == before

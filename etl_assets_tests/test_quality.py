@@ -197,3 +197,118 @@ def test_gx_reads_only_the_columns_its_checks_name() -> None:
     generic = with_checks([{"type": "expectation", "expectation": "ExpectColumnValuesToNotBeNull",
                             "kwargs": {"column": "amount"}}]).sources[0]
     assert _gx_input(frame, generic.checks, generic.primary_key) is frame
+
+
+def test_an_empty_week_names_the_check_that_failed(etl_env, instance) -> None:
+    """GX does not return results in suite order; each result must reach its own check."""
+    spec = with_checks([
+        {"type": "unique", "severity": "error"},
+        {"type": "in_set", "column": "customer", "values": ["cust1"], "severity": "error"},
+        {"type": "row_count", "min": 1, "severity": "error"},
+        {"type": "not_null", "column": "customer", "severity": "warn"},
+    ])
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(3, ny(2025, 3, 17), dt.timedelta(hours=1)))  # a later week
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert not result.success
+    passed = {name: e.passed for name, e in evaluations(result).items()}
+    assert passed == {"unique_key": True, "in_set_customer": True, "row_count": False, "not_null_customer": True}
+    assert evaluations(result)["row_count"].metadata["observed_value"].value == "0"
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if "blocking check(s)" in e.user_message]
+    assert logged == ["shop/orders: blocking check(s) failed: row_count; not loading"]
+    assert LOADED not in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def test_a_check_gx_cannot_evaluate_fails_alone_and_quarantine_keeps_its_own_rows(etl_env, instance) -> None:
+    spec = with_checks([
+        {"type": "between", "column": "amount", "min": 0, "severity": "quarantine"},
+        {"type": "expectation", "expectation": "ExpectColumnPairValuesAToBeGreaterThanB",
+         "kwargs": {"column_A": "amount", "column_B": "discount"}, "severity": "warn"},
+        {"type": "not_null", "column": "customer", "severity": "warn"},
+    ])
+    rows = orders_rows(8, ny(2025, 3, 10), dt.timedelta(hours=1))
+    rows[1] = (2, None, "-2.00", rows[1][3])
+    rows[4] = (5, "cust5", "-5.00", rows[4][3])
+    rows[5] = (6, None, "6.00", rows[5][3])
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert result.success  # the failing checks are warn and quarantine
+    evals = evaluations(result)
+    pair = evals["expect_column_pair_values_a_to_be_greater_than_b"]
+    assert pair.passed is False and pair.severity == dg.AssetCheckSeverity.WARN
+    assert pair.metadata["message"].value == 'Error: The column "discount" in BatchData does not exist.'
+    assert evals["not_null_customer"].passed is False
+    assert evals["not_null_customer"].metadata["unexpected_count"].value == 2
+    assert evals["between_amount"].passed is False
+    assert evals["between_amount"].metadata["unexpected_count"].value == 2
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    assert query(wh, "SELECT order_id, _check FROM mart.orders__quarantine ORDER BY 1") == [
+        (2, "between_amount"), (5, "between_amount"),
+    ]
+    assert query(wh, "SELECT array_agg(order_id ORDER BY order_id) FROM mart.orders") == [([1, 3, 4, 6, 7, 8],)]
+
+
+def test_check_on_a_column_the_source_does_not_have(etl_env, instance) -> None:
+    """Without declared columns the source decides; the check fails at its own severity."""
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0].pop("columns")
+    data["sources"][0]["checks"] = [
+        {"type": "not_null", "column": "coupon", "severity": "error"},
+        {"type": "not_null", "column": "customer", "severity": "warn"},
+    ]
+    spec = parse_pipeline(data, "shop.yaml")
+    rows = orders_rows(4, ny(2025, 3, 10), dt.timedelta(hours=1))
+    rows[2] = (3, None, "3.00", rows[2][3])
+    create_orders(etl_env["TEST_SOURCE_URL"], rows)
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    assert not result.success
+    evals = evaluations(result)
+    coupon = evals["not_null_coupon"]
+    assert coupon.passed is False and coupon.severity == dg.AssetCheckSeverity.ERROR
+    assert coupon.metadata["message"].value == (
+        "column 'coupon' is not in the source's columns: order_id, customer, amount, updated_at"
+    )
+    assert evals["not_null_customer"].metadata["unexpected_count"].value == 1
+    assert LOADED not in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def test_check_on_an_undeclared_column_is_a_spec_error() -> None:
+    with pytest.raises(SpecError) as e:
+        with_checks([
+            {"type": "unique", "severity": "error"},
+            {"type": "not_null", "column": "customer", "severity": "warn"},
+            {"type": "not_null", "column": "custmer", "severity": "warn"},
+        ])
+    assert str(e.value) == (
+        "shop.yaml (pipeline shop): sources[0].checks[2].column: column 'custmer' is not in the source's "
+        "columns: order_id, customer, amount, updated_at (did you mean 'customer'?)"
+    )
+    with pytest.raises(SpecError) as e:
+        with_checks([{"type": "unique", "columns": ["order_id", "sku"]}])
+    assert "sources[0].checks[0].columns[1]: column 'sku' is not in the source's columns" in str(e.value)
+
+
+def test_a_quarantine_check_that_cannot_run_quarantines_every_row() -> None:
+    """No row passed a check that could not be evaluated, so none loads unverified."""
+    import pandas as pd
+
+    from etl_assets.quality import run_checks
+
+    frame = pd.DataFrame({
+        "order_id": pd.array([1, 2, 3], dtype="Int64"),
+        "amount": pd.array([1.0, -2.0, 3.0], dtype="Float64"),
+    })
+    data = make_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["sources"][0].pop("columns")
+    data["sources"][0]["checks"] = [
+        {"type": "between", "column": "amount", "min": 0, "severity": "quarantine"},
+        {"type": "regex", "column": "sku", "pattern": "^S", "severity": "quarantine"},
+    ]
+    result = run_checks(frame, parse_pipeline(data, "shop.yaml").sources[0])
+    assert [(o.name, o.passed, o.unexpected_count) for o in result.outcomes] == [
+        ("between_amount", False, 1), ("regex_sku", False, 3),
+    ]
+    assert result.keep.tolist() == [False, False, False]
+    assert result.quarantine["_check"].tolist() == ["regex_sku", "between_amount, regex_sku", "regex_sku"]
+    assert result.quarantine["_reason"].tolist()[0] == (
+        "sku matches /^S/ failed: column 'sku' is not in the source's columns: order_id, amount"
+    )
