@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import dagster as dg
 
@@ -102,6 +101,19 @@ def describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text}" if not isinstance(exc, (SourceDataError, dg.Failure)) else text)
 
 
+def memory_limit_failure(where: str, limit_mb: int, step: str, peak_mb: float) -> dg.Failure:
+    """A step whose process passed its memory limit: never retried, the same input needs the
+    same memory."""
+    return dg.Failure(
+        description=(
+            f"{where}: memory limit of {limit_mb} MB exceeded in step {step} (peak resident "
+            f"memory {peak_mb:.0f} MB); raise resources.memory_mb or read the source in batches (batch_size)"
+        ),
+        metadata={"error_type": "memory_limit", "classification": "memory limit", "limit_mb": limit_mb},
+        allow_retries=False,
+    )
+
+
 def next_delay(policy: dg.RetryPolicy | None, attempt: int) -> float:
     """The delay Dagster will wait before retry number `attempt + 1` (without jitter)."""
     if policy is None or not policy.delay:
@@ -130,6 +142,11 @@ def classified(
     except Exception as exc:  # noqa: BLE001 - classification is the point
         where = f"{pipeline}/{source}" if source else pipeline
         where += f" partition {', '.join(partitions)}"
+        from etl_assets.ops.memory import limit_failure  # that module builds on this one
+
+        limited = limit_failure(exc, where)
+        if limited is not None:
+            raise limited from None
         attempt = context.retry_number
         max_retries = policy.max_retries if policy else 0
         if is_transient(exc) and attempt < max_retries:

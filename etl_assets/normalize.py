@@ -323,13 +323,17 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
     frame = frame.drop_duplicates(ignore_index=True)
     stats["exact_duplicates_dropped"] = before - len(frame)
     before = len(frame)
-    if source.primary_key:
+    # No columns at all is a schemaless source's empty window: nothing to de-duplicate or
+    # hash, and the load step skips such a frame rather than guess the target's schema.
+    known = bool(len(frame.columns))
+    if source.primary_key and known:
         if source.timestamp_column:
             frame = frame.sort_values(source.timestamp_column, kind="stable", na_position="first")
         frame = frame.drop_duplicates(subset=source.primary_key, keep="last")
         frame = frame.sort_values(source.primary_key, kind="stable").reset_index(drop=True)
     stats["key_duplicates_collapsed"] = before - len(frame)
-    frame["record_hash"] = record_hashes(frame, types)
+    if known:
+        frame["record_hash"] = record_hashes(frame, types)
     stats["rows_out"] = len(frame)
     stats["raw_columns"] = raw_columns
     stats["missing_columns"] = missing

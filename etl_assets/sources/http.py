@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import socket
+import threading
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pandas as pd
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 
 from etl_assets.secrets import redact, resolve
 from etl_assets.sources.base import (
@@ -25,7 +31,8 @@ from etl_assets.sources.base import (
     TransientSourceError,
     window_bounds,
 )
-from etl_assets.sources.tabular import RowConverter, counted, flatten, in_window
+from etl_assets.sources.tabular import RowConverter, counted, flatten, in_window, naive_zone
+from etl_assets.spec import ENV_REF, HttpAuth
 
 _TEMPLATES = ("window_start", "window_end", "last_sync")
 
@@ -39,15 +46,38 @@ def _template(value: Any, values: dict[str, str], where: str) -> str:
     return text
 
 
-def _headers(source: Any, where: str) -> dict[str, str]:
-    headers = {"Accept": "application/json"}
-    headers.update({k: resolve(v, where=f"{where}.headers.{k}") for k, v in source.headers.items()})
+def _headers(source: Any, where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain headers, credential headers): the `auth` header and any header set from ${ENV}."""
+    plain = {"Accept": "application/json"}
+    secret: dict[str, str] = {}
+    for k, v in source.headers.items():
+        (secret if ENV_REF.search(v) else plain)[k] = resolve(v, where=f"{where}.headers.{k}")
     auth = source.auth
     if auth is not None and auth.type == "bearer":
-        headers["Authorization"] = "Bearer " + resolve(auth.token, where=f"{where}.auth.token")
+        secret["Authorization"] = "Bearer " + resolve(auth.token, where=f"{where}.auth.token")
     elif auth is not None:
-        headers[auth.header] = resolve(auth.value, where=f"{where}.auth.value")
-    return headers
+        secret[auth.header] = resolve(auth.value, where=f"{where}.auth.value")
+    return plain, secret
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def _trusted_origins(url: str, auth: HttpAuth | None) -> set[tuple[str, str, int | None]]:
+    """Where credentials may go: the configured URL's origin and `auth.allowed_hosts`."""
+    home = _origin(url)
+    trusted = {home}
+    for entry in auth.allowed_hosts if auth else []:
+        host, _, port = entry.lower().partition(":")
+        for scheme in {home[0], "https"}:
+            trusted.add((scheme, host, int(port) if port else _DEFAULT_PORTS[scheme]))
+    return trusted
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -77,6 +107,64 @@ def _dig(body: Any, path: str | None) -> Any:
     return value
 
 
+_MAX_REDIRECTS = 10
+
+
+_watched = threading.local()
+
+
+class _WatchedHTTP(urllib3.connection.HTTPConnection):
+    """Registers itself with the page being fetched, so its deadline can cut it off."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        getattr(_watched, "connections", []).append(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPS(urllib3.connection.HTTPSConnection):
+    request = _WatchedHTTP.request
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[threading.Event]:
+    """A socket timeout restarts with every byte a server trickles (headers or body), so a
+    watchdog shuts the page's sockets down when its time is up; the event says it did."""
+    connections: list[urllib3.connection.HTTPConnection] = []
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        for conn in connections[:]:  # a copy: the fetching thread may add one
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(seconds, stop)
+    watchdog.daemon = True
+    _watched.connections = connections
+    watchdog.start()
+    try:
+        yield expired
+    finally:
+        watchdog.cancel()
+        _watched.connections = []
+
+
 class _Pages:
     """Fetches pages one after another and remembers what it fetched, for `inputs`."""
 
@@ -93,8 +181,11 @@ class _Pages:
         self.params = {
             k: _template(v, values, f"{self.where}.params.{k}") for k, v in source.params.items()
         }
-        self.headers = _headers(source, self.where)
+        self.headers, self.credentials = _headers(source, self.where)
+        self.trusted = _trusted_origins(self.url, source.auth)
         self.session = requests.Session()
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, _DeadlineAdapter())
         self.fetched: list[dict[str, Any]] = []
 
     def close(self) -> None:
@@ -108,9 +199,12 @@ class _Pages:
                 "for this window; raise max_pages or use a shorter partition cadence"
             )
         try:
-            response = self.session.get(
-                url, params=params, headers=self.headers, timeout=self.source.timeout_seconds
-            )
+            response = self._fetch(url, params)
+        except requests.Timeout as e:
+            raise type(e)(
+                f"{self.where}: no complete response from {redact(url)} within timeout_seconds "
+                f"({self.source.timeout_seconds:g}s) (page {n})"
+            ) from None
         except requests.RequestException as e:
             # Same type (so it is still retried), but the message may hold a query-string key.
             raise type(e)(f"{self.where}: {redact(str(e))}") from None
@@ -165,6 +259,41 @@ class _Pages:
                 )
         page["records"] = len(records)
         return body, records, response
+
+    def _fetch(self, url: str, params: dict[str, str] | None) -> requests.Response:
+        """One page, redirects and body included, within timeout_seconds. Redirects are
+        followed here so each hop's origin is checked before credentials go out (requests
+        itself keeps custom headers such as X-API-Key across hosts)."""
+        timeout = self.source.timeout_seconds
+        with _deadline(timeout) as expired:
+            try:
+                for _ in range(_MAX_REDIRECTS + 1):
+                    full = requests.Request("GET", url, params=params).prepare().url or url
+                    self._check_origin(full)
+                    response = self.session.get(
+                        full,
+                        headers={**self.headers, **self.credentials},
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
+                    if expired.is_set():  # the body may just have ended early
+                        raise requests.Timeout(full)
+                    if not response.is_redirect:
+                        return response
+                    url, params = urljoin(full, response.headers["Location"]), None
+            except requests.RequestException:
+                if expired.is_set():
+                    raise requests.Timeout(url) from None
+                raise
+        raise SourceDataError(f"{self.where}: more than {_MAX_REDIRECTS} redirects from {redact(url)}")
+
+    def _check_origin(self, url: str) -> None:
+        if self.credentials and _origin(url) not in self.trusted:
+            raise SourceDataError(
+                f"{self.where}: the API sent us on to {redact(url)}, another host than "
+                f"{redact(self.url)}; credentials are only sent to the configured host: "
+                "list the host in auth.allowed_hosts if it should receive them"
+            )
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         p = self.source.pagination
@@ -254,7 +383,7 @@ def _frames(
         names = converter.names
         frame = converter.frame([[r.get(k) for k in names] for r in records])
         if by_time:
-            tz = request.window.start.tzinfo
+            tz = naive_zone(source, request)
             frame = in_window(frame, by_time, start, end, tz, f"{pages.where}: ")
         return frame
 

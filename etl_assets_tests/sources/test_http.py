@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 
+import dagster as dg
 import pandas as pd
 import pytest
 import requests
 
+from etl_assets.assets import asset_key, build_pipeline_assets
 from etl_assets.sources import http
 from etl_assets.sources.base import SourceDataError, TransientSourceError
+from etl_assets.storage import ParquetIOManagerResource
+from etl_assets.warehouse import WarehouseResource
+from etl_assets_tests.conftest import make_spec, query
 from etl_assets_tests.sources.conftest import Api, Seen, request, source
 
 TOKEN = "tok-7f3a9c1e55"
@@ -295,3 +300,47 @@ def test_a_field_that_appears_late_in_a_stream_needs_declared_columns(api: Api) 
         "shop.sources.orders: field 'coupon' first appears after the first batch; "
         "declare the source's columns so every batch has the same ones"
     )
+
+
+def test_an_empty_window_without_declared_columns_loads_zero_rows(api: Api, etl_env) -> None:
+    """No records, no declared columns: nothing is known of the schema, and nothing changes."""
+    items = {
+        "name": "items",
+        "kind": "http",
+        "url": api.url + "/v1/items",
+        "record_path": "data.items",
+        "timestamp_column": "updated_at",
+        "primary_key": ["id"],
+        "load": {"target": "mart.items"},
+    }
+    spec = make_spec(sources=[items], report={})
+    loaded = asset_key("shop", "loaded", "items")
+
+    def run(instance: dg.DagsterInstance, partition: str, records: list[dict]) -> dict:
+        api.handler = lambda seen: (200, page_of(records), {})
+        result = dg.materialize(
+            build_pipeline_assets(spec),
+            instance=instance,
+            resources={
+                "parquet_io": ParquetIOManagerResource(base_path=etl_env["ETL_STORAGE_DIR"]),
+                "warehouse": WarehouseResource(url=etl_env["ETL_WAREHOUSE_URL"]),
+            },
+            partition_key=partition,
+            raise_on_error=False,
+        )
+        assert result.success, [e.message for e in result.all_events if e.is_step_failure]
+        [meta] = [
+            e.step_materialization_data.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == loaded
+        ]
+        return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+    with dg.instance_for_test() as instance:
+        first = run(instance, "2025-01-12", [])  # before the target table exists
+        assert (first["inserted"], first["updated"]) == (0, 0)
+        run(instance, "2025-01-05", [ITEMS[0]])
+        again = run(instance, "2025-01-12", [])  # after it holds typed rows
+        assert (again["inserted"], again["updated"], again["deleted"]) == (0, 0, 0)
+    rows = query(etl_env["ETL_WAREHOUSE_URL"], "SELECT id, name, _partition FROM mart.items")
+    assert rows == [(1, "item 1", "2025-01-05")]

@@ -9,6 +9,7 @@ import pymysql
 import pytest
 import requests
 
+from etl_assets.errors import describe, is_transient
 from etl_assets.sources import http, mysql, postgres, sql
 from etl_assets.sources.base import SourceDataError
 from etl_assets_tests.conftest import PG_HOST, PG_PORT, create_orders
@@ -135,3 +136,68 @@ def test_bearer_tokens_and_query_keys_stay_out_of_inputs_and_errors(api: Api, mo
         http.extract(source(**{**fields, "url": "http://127.0.0.1:1/items"}), request())
     assert "127.0.0.1" in str(e3.value)
     assert_clean(json.dumps(ex.inputs), str(e.value), str(e2.value), str(e3.value))
+
+
+def test_a_whole_url_secret_with_a_bad_escape_is_masked_in_errors(pg: str, monkeypatch) -> None:
+    db = pg.rsplit("/", 1)[1]
+    for password in ("pw%zz-Qr81", "pw with spaces 81"):
+        monkeypatch.setenv("WHOLE_URL", f"postgresql://postgres:{password}@{PG_HOST}:{PG_PORT}/{db}")
+        src = source(
+            kind="postgres", connection={"url": "${WHOLE_URL}"}, table="src.orders",
+            timestamp_column="updated_at", primary_key=["order_id"],
+        )
+        with pytest.raises(Exception) as e:
+            postgres.extract(src, request())
+        shown = describe(e.value)  # the message a failed step reports
+        assert "***" in shown and not is_transient(e.value)
+        assert password not in shown and password.split()[0] not in shown
+
+
+def test_a_password_in_the_query_string_is_masked_in_inputs(pg: str, monkeypatch) -> None:
+    monkeypatch.setenv("DB_PW", PASSWORD)
+    create_orders(pg, [])
+    db = pg.rsplit("/", 1)[1]
+    url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{db}?password=${{DB_PW}}"
+    src = source(
+        kind="postgres", connection={"url": url}, table="src.orders",
+        timestamp_column="updated_at", primary_key=["order_id"],
+    )
+    ex = postgres.extract(src, request())
+    assert ex.inputs["connection"] == f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{db}?password=***"
+    assert_clean(json.dumps(ex.inputs))
+    monkeypatch.setenv("WHOLE_URL", url.replace("${DB_PW}", PASSWORD))
+    whole = src.model_copy(update={"connection": src.connection.model_copy(update={"url": "${WHOLE_URL}"})})
+    assert_clean(json.dumps(postgres.extract(whole, request()).inputs))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://etl@db/shop?password=hunter2",
+        "postgresql://etl@db/shop?sslmode=require&pwd=hunter2",
+        "mysql://etl@db/shop?token=hunter2",
+    ],
+)
+def test_a_literal_password_in_a_query_string_is_a_spec_error(url: str) -> None:
+    from etl_assets.spec import SpecError
+
+    with pytest.raises(SpecError, match="the URL holds a literal password"):
+        source(kind="postgres", connection={"url": url}, table="src.orders", mode="full")
+
+
+def test_a_short_key_echoed_by_the_server_is_masked_as_a_word(api: Api, monkeypatch) -> None:
+    monkeypatch.setenv("SHORT_KEY", "k9Q")
+    fields = {
+        "kind": "http",
+        "url": api.url + "/items",
+        "auth": {"type": "api_key", "header": "X-API-Key", "value": "${SHORT_KEY}"},
+        "mode": "full",
+    }
+    api.handler = lambda seen: (400, {"error": f"key {seen.headers['X-API-Key']} is unknown"}, {})
+    with pytest.raises(SourceDataError) as e:
+        http.extract(source(**fields), request())
+    assert api.requests[0].headers["X-API-Key"] == "k9Q"
+    assert str(e.value).endswith('{"error": "key *** is unknown"}')
+    from etl_assets.secrets import redact
+
+    assert redact("tabk9Qcase k9Q") == "tabk9Qcase ***"  # whole words only below 6 characters
