@@ -140,7 +140,8 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                     kept = same_file(first_path, path)
                     if not kept:
                         copy_file(first_path, path)
-                values[k] = KEEP if kept else Written(path)
+                # Written, not KEEP: the IO manager then checks its own copy of the file too.
+                values[k] = Written(path)
                 inputs[k] = {**first_inputs, "reused_from": first, "unchanged": kept}
                 continue
             previous = latest_metadata(context.instance, keys["raw"], k).get("inputs", {}).get(k)

@@ -54,6 +54,20 @@ def parse_duration(value: str) -> dt.timedelta:
     }[unit]
 
 
+# Run history (etl_meta), the Dagster instance's tables (`public` of the warehouse database
+# when ETL_INSTANCE_URL defaults to it) and PostgreSQL's own schemas are never load targets.
+RESERVED_SCHEMAS = frozenset({"etl_meta", "public", "information_schema"})
+
+
+def _not_reserved(schema: str, what: str) -> None:
+    low = schema.lower()
+    if low in RESERVED_SCHEMAS or low.startswith("pg_"):
+        raise ValueError(
+            f"{what} {schema!r} is reserved for run history, the Dagster instance or PostgreSQL "
+            "itself: load into a schema of your own"
+        )
+
+
 def _identifier(value: str, what: str = "name") -> str:
     if not IDENTIFIER.match(value):
         raise ValueError(
@@ -98,9 +112,13 @@ class _Check(Strict):
     def _name(cls, v: str | None) -> str | None:
         return None if v is None else _identifier(v, "check name")
 
-    def columns_used(self) -> list[str]:
+    def column_fields(self) -> list[tuple[str, str]]:
+        """(field, column) for each column the check names, so an error can point at the field."""
         col = getattr(self, "column", None)
-        return [col] if col else []
+        return [("column", col)] if col else []
+
+    def columns_used(self) -> list[str]:
+        return [col for _, col in self.column_fields()]
 
 
 class NotNullCheck(_Check):
@@ -119,8 +137,8 @@ class UniqueCheck(_Check):
     def default_name(self) -> str:
         return "unique_" + "_".join(self.columns) if self.columns else "unique_key"
 
-    def columns_used(self) -> list[str]:
-        return list(self.columns or [])
+    def column_fields(self) -> list[tuple[str, str]]:
+        return [(f"columns[{i}]", c) for i, c in enumerate(self.columns or [])]
 
 
 class BetweenCheck(_Check):
@@ -249,8 +267,9 @@ class ExpectationCheck(_Check):
     def is_row_level(self) -> bool:
         return isinstance(self.kwargs.get("column"), str)
 
-    def columns_used(self) -> list[str]:
-        return [self.kwargs["column"]] if isinstance(self.kwargs.get("column"), str) else []
+    def column_fields(self) -> list[tuple[str, str]]:
+        col = self.kwargs.get("column")
+        return [("kwargs.column", col)] if isinstance(col, str) else []
 
     def default_name(self) -> str:
         snake = re.sub(r"(?<!^)(?=[A-Z])", "_", self.expectation).lower()
@@ -271,7 +290,26 @@ def check_name(check: Any) -> str:
     return check.name or check.default_name()
 
 
+def missing_column(column: str, columns: list[str]) -> str:
+    """Why a check cannot read `column`: the one sentence spec errors and check results share."""
+    hint = difflib.get_close_matches(column, columns, n=1)
+    return f"column {column!r} is not in the source's columns: {', '.join(columns)}" + (
+        f" (did you mean {hint[0]!r}?)" if hint else ""
+    )
+
+
 # --- sources --------------------------------------------------------------------------------
+
+
+def _known_timezone(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {v!r}: use an IANA name such as UTC{_close_timezone(v)}"
+            ) from None
+    return v
 
 
 class ColumnSpec(Strict):
@@ -279,11 +317,18 @@ class ColumnSpec(Strict):
     source: str | None = Field(default=None, alias="from")
     type: ColumnType = "string"
     nullable: bool = True
+    # Naive timestamps in this column are wall-clock time in this zone (default: the source's).
+    timezone: str | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _identifier(v, "column name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return _known_timezone(v)
 
     @property
     def source_name(self) -> str:
@@ -295,6 +340,8 @@ class LoadSpec(Strict):
     strategy: Literal["upsert", "replace_partition"] = "upsert"
     # Full sources only: rows the source no longer has are deleted from the target.
     delete_missing: bool = False
+    # Another pipeline or source loads this target too: both must say so, and both upsert.
+    shared: bool = False
 
     @field_validator("target")
     @classmethod
@@ -306,7 +353,30 @@ class LoadSpec(Strict):
             raise ValueError(f"{v!r} must be schema.table")
         for p in parts:
             _identifier(p, "identifier")
+        _not_reserved(parts[0], "schema")
         return v
+
+    @model_validator(mode="after")
+    def _shared_keeps_others_rows(self) -> LoadSpec:
+        # Partition replacement and delete_missing delete by partition or by absence,
+        # which would take the other loader's rows too.
+        if self.shared and self.strategy != "upsert":
+            raise ValueError("load.shared needs strategy upsert: replace_partition would delete the other loader's rows")
+        if self.shared and self.delete_missing:
+            raise ValueError("load.shared cannot delete_missing: it would delete the other loader's rows")
+        return self
+
+
+class SchemaPolicySpec(Strict):
+    """What a load does when the warehouse table has a column the source no longer provides."""
+
+    # fail: the load fails naming the column; null: rows the load writes hold NULL in it.
+    on_missing_column: Literal["fail", "null"] = "fail"
+
+    @field_validator("on_missing_column", mode="before")
+    @classmethod
+    def _yaml_null(cls, v: Any) -> Any:
+        return "null" if v is None else v  # YAML reads an unquoted `null` as None
 
 
 class RetrySpec(Strict):
@@ -316,19 +386,39 @@ class RetrySpec(Strict):
     jitter: bool = True
 
 
+# Names of the environment variables that hold credentials (connection URLs, auth, headers
+# and params set from ${ENV}): every process that parsed a spec can mask their values.
+CREDENTIAL_ENV: set[str] = set()
+# Query parameters and DSN keys that carry a credential.
+CREDENTIAL_KEYS = r"password|passwd|pwd|pass|token|access_token|api_key|apikey|key|secret"
+_QUERY_CREDENTIAL = re.compile(rf"[?&;](?:{CREDENTIAL_KEYS})=([^&#;]*)", re.IGNORECASE)
+
+
+def _credential_refs(value: str) -> str:
+    CREDENTIAL_ENV.update(ENV_REF.findall(value))
+    return value
+
+
+def _no_literal_secret_in_url(v: str, example: str) -> str:
+    """A password written into a URL (user:pw@ or ?password=) would sit in the spec file."""
+    m = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", v)
+    literal = [m.group(1)] if m and m.group(1) else []
+    literal += [q for q in _QUERY_CREDENTIAL.findall(v) if q]
+    if any(not ENV_REF.fullmatch(x) for x in literal):
+        raise ValueError(
+            "the URL holds a literal password: reference an environment variable instead, "
+            f"e.g. {example}"
+        )
+    return _credential_refs(v)
+
+
 class Connection(Strict):
     url: str
 
     @field_validator("url")
     @classmethod
     def _no_literal_password(cls, v: str) -> str:
-        m = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", v)
-        if m and m.group(1) and not ENV_REF.fullmatch(m.group(1)):
-            raise ValueError(
-                "the URL holds a literal password: reference an environment variable instead, "
-                "e.g. postgresql://user:${PG_PASSWORD}@host/db"
-            )
-        return v
+        return _no_literal_secret_in_url(v, "postgresql://user:${PG_PASSWORD}@host/db")
 
 
 class _Source(Strict):
@@ -340,6 +430,7 @@ class _Source(Strict):
     primary_key: list[str] = Field(default_factory=list)
     columns: list[ColumnSpec] | None = None
     load: LoadSpec = Field(default_factory=LoadSpec)
+    schema_policy: SchemaPolicySpec = Field(default_factory=SchemaPolicySpec, alias="schema")
     checks: list[CheckSpec] = Field(default_factory=list)
     retries: RetrySpec | None = None
     batch_size: int | None = Field(default=None, gt=0)
@@ -351,11 +442,27 @@ class _Source(Strict):
     # connections a pipeline opens to it (dagster.yaml `pools.default_limit`, or
     # `dagster instance concurrency set <pool> N`). Default: one pool per connection setting.
     pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,100}$")
+    # Naive timestamps (DATETIME, `timestamp`, text without an offset) in this source are
+    # wall-clock time in this zone; default: the pipeline's timezone.
+    timezone: str | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _identifier(v, "source name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return _known_timezone(v)
+
+    def wall_clock_zone(self, column: str | None, default: str) -> str:
+        """The zone naive values of `column` (a spec name) are read in: the column's
+        `timezone`, else the source's, else `default` (the pipeline's)."""
+        for c in self.columns or []:
+            if c.name == column and c.timezone:
+                return c.timezone
+        return self.timezone or default
 
     @field_validator("lookback")
     @classmethod
@@ -379,10 +486,11 @@ class _Source(Strict):
             if dupes:
                 raise ValueError(f"duplicate column {dupes[0]!r} in columns")
             known = set(names)
+            # Checks' columns are checked by PipelineSpec, which knows the source's index.
             for field, cols in [
                 ("primary_key", self.primary_key),
                 ("timestamp_column", [self.timestamp_column] if self.timestamp_column else []),
-            ] + [(f"checks ({check_name(c)})", c.columns_used()) for c in self.checks]:
+            ]:
                 for col in cols:
                     if col not in known:
                         hint = difflib.get_close_matches(col, names, n=1)
@@ -498,6 +606,10 @@ class CsvSource(_Source):
     quotechar: str = Field(default='"', min_length=1, max_length=1)
     compression: Literal["infer", "none", "gzip", "zip"] = "infer"
     filename_date: str | None = None
+    # As in pandas: fields equal to one of `na_values` are NULL, besides pyarrow's default
+    # tokens ("", NULL, N/A, NaN, nan, ...) unless keep_default_na is false.
+    na_values: list[str] = Field(default_factory=list)
+    keep_default_na: bool = True
 
     @model_validator(mode="after")
     def _csv(self) -> CsvSource:
@@ -520,7 +632,7 @@ def _env_only(value: str, field: str) -> str:
     """Credentials live in the environment, never in the spec file."""
     if not ENV_REF.search(value):
         raise ValueError(f"{field} must reference an environment variable, e.g. \"${{API_TOKEN}}\"")
-    return value
+    return _credential_refs(value)
 
 
 class HttpAuth(Strict):
@@ -530,6 +642,11 @@ class HttpAuth(Strict):
     token: str | None = None
     header: str = "X-API-Key"
     value: str | None = None
+    # Hosts besides the source URL's own that may receive the credential when a redirect or
+    # a next-page link leads there: `host` (the scheme's default port) or `host:port`.
+    allowed_hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _fields(self) -> HttpAuth:
@@ -604,6 +721,14 @@ class HttpSource(_Source):
     def _url(cls, v: str) -> str:
         if not re.match(r"^(https?://|\$\{)", v):
             raise ValueError("url must start with http:// or https://")
+        return _no_literal_secret_in_url(v, "https://api.example.com/v1?key=${API_KEY}")
+
+    @field_validator("headers", "params")
+    @classmethod
+    def _credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for value in v.values():
+            if isinstance(value, str):
+                _credential_refs(value)
         return v
 
 
@@ -621,10 +746,22 @@ class PartitionSpec(Strict):
     """Time windows in the pipeline's timezone: a named cadence, or any 5-field cron."""
 
     cadence: Literal[Cadence, "cron"] = "weekly"
-    start: dt.date
     week_start: Weekday = "sunday"
+    # After cadence and week_start, so its validator can check the first window against them.
+    start: dt.date
     # Validated even when absent, so `cadence: cron` without it is an error on this field.
     cron: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("start")
+    @classmethod
+    def _start_on_boundary(cls, v: dt.date, info: Any) -> dt.date:
+        """The first partition starts where a window starts, not part-way into one."""
+        cadence, week_start = info.data.get("cadence"), info.data.get("week_start")
+        if cadence == "weekly" and week_start and WEEKDAYS[(v.weekday() + 1) % 7] != week_start:
+            raise ValueError(f"{v} is a {v.strftime('%A')}, but week_start is {week_start}")
+        if cadence == "monthly" and v.day != 1:
+            raise ValueError(f"{v} is not the 1st of a month, and monthly partitions start on the 1st")
+        return v
 
     @field_validator("cron")
     @classmethod
@@ -742,7 +879,8 @@ class ReportSpec(Strict):
 
 # --- notifications --------------------------------------------------------------------------
 
-NotifyEvent = Literal["success", "failure", "partial", "paused", "canceled"]
+# `warning`: a run whose warn-severity checks failed, whatever its status.
+NotifyEvent = Literal["success", "failure", "partial", "paused", "canceled", "warning"]
 DEFAULT_NOTIFY_ON: tuple[str, ...] = ("failure", "partial", "paused")
 EMAIL_ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -800,6 +938,59 @@ class EmailNotifySpec(Strict):
 class NotifySpec(Strict):
     slack: SlackNotifySpec | None = None
     email: EmailNotifySpec | None = None
+
+
+DEADLINE_AT = re.compile(r"^(?:(mon|tue|wed|thu|fri|sat|sun)(?:day|sday|nesday|rsday|urday)?\s+)?([01]?\d|2[0-3]):([0-5]\d)$", re.I)
+DAY_ABBR = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index: datetime.weekday()
+
+
+class DeadlineSpec(Strict):
+    """When each partition must be loaded: `after_window_end` (elapsed time after its window
+    ends) or `at`, the first such local time after it ("Mon 09:00", or "09:00" on any day).
+    """
+
+    after_window_end: str | None = None
+    at: str | None = None
+
+    @field_validator("after_window_end")
+    @classmethod
+    def _after(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str | None) -> str | None:
+        if v is not None and not DEADLINE_AT.match(v.strip()):
+            raise ValueError(f'{v!r} is not a local time: use "09:00" or a day and time, "Mon 09:00"')
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> DeadlineSpec:
+        if (self.after_window_end is None) == (self.at is None):
+            raise ValueError('give exactly one of after_window_end (e.g. 9h) or at (e.g. "Mon 09:00")')
+        return self
+
+    @property
+    def delay(self) -> dt.timedelta | None:
+        return parse_duration(self.after_window_end) if self.after_window_end else None
+
+    @property
+    def local_time(self) -> tuple[int | None, dt.time] | None:
+        """(weekday, Monday 0, or None for any day; time of day) of `at`."""
+        m = DEADLINE_AT.match((self.at or "").strip())
+        if not m:
+            return None
+        day = DAY_ABBR.index(m.group(1).lower()) if m.group(1) else None
+        return day, dt.time(int(m.group(2)), int(m.group(3)))
+
+
+class ResourcesSpec(Strict):
+    """What each step process of a run may use (README "Memory limits")."""
+
+    # Resident memory in MB; past it the step fails and is not retried. None: ETL_MEMORY_MB.
+    memory_mb: int | None = Field(default=None, gt=0)
 
 
 class RetentionSpec(Strict):
@@ -872,15 +1063,21 @@ class PipelineSpec(Strict):
     failure_threshold: int = Field(default=3, ge=0)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     notify: NotifySpec = Field(default_factory=NotifySpec)
+    # A partition not loaded by then is alerted (etl_assets.ops.deadlines); None: no deadline.
+    deadline: DeadlineSpec | None = None
     catchup: CatchupSpec = Field(default_factory=CatchupSpec)
     timeout_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
     # Where the sources load; None: the PostgreSQL warehouse (ETL_WAREHOUSE_URL).
     warehouse: WarehouseSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _identifier(v, "pipeline name")
+        _identifier(v, "pipeline name")
+        # A pipeline's name is the schema its sources load into by default.
+        _not_reserved(v, "pipeline name")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -937,13 +1134,32 @@ class PipelineSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _check_columns(self) -> PipelineSpec:
+        """A check on a column the declared columns lack fails at load time, naming its field."""
+        for i, s in enumerate(self.sources):
+            if s.columns is None:
+                continue  # the source decides its columns; the check reports a missing one
+            names = [c.name for c in s.columns]
+            for j, c in enumerate(s.checks):
+                for field, col in c.column_fields():
+                    if col not in names:
+                        raise ValueError(f"sources[{i}].checks[{j}].{field}: {missing_column(col, names)}")
+        return self
+
+    @model_validator(mode="after")
     def _targets(self) -> PipelineSpec:
-        seen: dict[str, str] = {}
-        for s in self.sources:
+        seen: dict[str, Any] = {}
+        for i, s in enumerate(self.sources):
             t = self.target(s)
-            if t in seen:
-                raise ValueError(f"sources {seen[t]!r} and {s.name!r} both load into {t}")
-            seen[t] = s.name
+            if t in seen and not (seen[t].load.shared and s.load.shared):
+                raise ValueError(
+                    f"sources {seen[t].name!r} and {s.name!r} both load into {t}: give each its "
+                    "own target, or set load.shared: true on both"
+                )
+            if s.load.shared and any(c.severity == "quarantine" for c in s.checks):
+                # The quarantine table is replaced per partition, whoever's rows it holds.
+                raise ValueError(f"sources[{i}].load.shared cannot be used with severity quarantine checks")
+            seen[t] = s
         return self
 
     def target(self, source: Any) -> str:
@@ -972,13 +1188,15 @@ def _close_timezone(v: str) -> str:
 
 def _format_loc(loc: Iterable[Any]) -> str:
     out = ""
+    prev: Any = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in SOURCE_KINDS or part in _CHECK_TYPES:
-            continue  # discriminator tags say nothing the user wrote
+        elif isinstance(prev, int) and (part in SOURCE_KINDS or part in _CHECK_TYPES):
+            pass  # a discriminator tag after a list index says nothing the user wrote
         else:
             out += ("." if out else "") + str(part)
+        prev = part
     return out
 
 
@@ -1026,17 +1244,114 @@ def parse_pipeline(data: Any, file: str) -> PipelineSpec:
         raise SpecError(format_validation_error(file, name, e)) from None
 
 
-def load_pipeline_file(path: Path, display: str | None = None) -> PipelineSpec:
-    shown = display or str(path)
+class _SpecLoader(yaml.SafeLoader):
+    """YAML read as a spec means it: only true/false are booleans (as in YAML 1.2, so `on:`
+    is a key), a date that does not exist stays text for its field to reject, and a key
+    given twice is an error instead of the last one silently winning."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges are overridden by the mapping's own keys by design
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable: the base constructor says so
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _SpecLoader.construct_yaml_timestamp)
+
+
+def _read_yaml(raw: bytes, shown: str) -> Any:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SpecError(
+            f"{shown}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line}, column {column}; "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise SpecError(
+            f"{shown}: invalid YAML at line {line}, column {column}: character #x{e.character:04x}: {e.reason}"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{shown}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{shown}: invalid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{shown}: invalid YAML: nested too deeply") from None
+
+
+MAX_VALUES = 100_000  # a real spec holds a few thousand values at most
+
+
+def _expanded_size(value: Any, memo: dict[int, int], active: set[int]) -> int:
+    """How many values validation visits, with every YAML alias expanded in place."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) in memo:
+        return memo[id(value)]
+    if id(value) in active:
+        return 1  # a cycle: validation reports it
+    active.add(id(value))
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    size = 1
+    for item in items:
+        size += _expanded_size(item, memo, active)
+        if size > MAX_VALUES:
+            break
+    active.discard(id(value))
+    memo[id(value)] = size
+    return size
+
+
+def parse_pipeline_bytes(raw: bytes, shown: str) -> PipelineSpec:
+    """A spec file's bytes as a pipeline, or one SpecError per problem."""
+    data = _read_yaml(raw, shown)
+    try:
+        too_big = _expanded_size(data, {}, set()) > MAX_VALUES
+    except RecursionError:
+        raise SpecError(f"{shown}: invalid YAML: nested too deeply") from None
+    if too_big:
+        raise SpecError(f"{shown}: the document expands to more than {MAX_VALUES} values through YAML aliases")
+    return parse_pipeline(data, shown)
+
+
+def load_pipeline_file(path: Path, display: str | None = None) -> PipelineSpec:
+    shown = display or str(path)
+    try:
+        raw = path.read_bytes()
     except OSError as e:
         raise SpecError(f"{shown}: cannot read: {e.strerror}") from None
-    return parse_pipeline(data, shown)
+    return parse_pipeline_bytes(raw, shown)
 
 
 def pipeline_files(directory: Path) -> list[Path]:
@@ -1069,9 +1384,32 @@ def load_pipelines(directory: Path) -> list[PipelineSpec]:
             continue
         where[spec.name] = shown
         specs.append(spec)
+    errors += _shared_targets(specs, where)
     if errors:
         raise SpecError("\n".join(errors))
     return specs
+
+
+def _shared_targets(specs: list[PipelineSpec], files: dict[str, str]) -> list[str]:
+    """A table loaded by two pipelines, unless both say it is shared: each would replace or
+    delete the other's rows. Tables are told apart by warehouse as well as by name."""
+    errors: list[str] = []
+    claims: dict[tuple[Any, ...], tuple[str, str, Any]] = {}
+    for spec in specs:
+        wh = spec.warehouse
+        where = (wh.kind, wh.url) if wh and (wh.kind != "postgres" or wh.url) else ("postgres", None)
+        for i, s in enumerate(spec.sources):
+            table = spec.target(s)
+            claim = claims.setdefault((*where, table), (files[spec.name], spec.name, s))
+            other_file, other_pipeline, other = claim
+            if other_pipeline == spec.name or (other.load.shared and s.load.shared):
+                continue
+            errors.append(
+                f"{files[spec.name]} (pipeline {spec.name}): sources[{i}].load.target: {table} is also "
+                f"loaded by {other_file} (pipeline {other_pipeline}, source {other.name}); give each "
+                "its own target, or set load.shared: true on both (upsert only)"
+            )
+    return errors
 
 
 def json_schema() -> dict[str, Any]:
