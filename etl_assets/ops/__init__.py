@@ -1,0 +1,1 @@
+"""Operating a deployment: the commands and checks that keep its runs going."""

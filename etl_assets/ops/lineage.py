@@ -1,0 +1,410 @@
+"""OpenLineage events for every pipeline run: START, COMPLETE, FAIL and ABORT.
+
+Run-status sensors under the daemon send each run of a pipeline's job to an OpenLineage
+collector through `openlineage-python`, configured the client's standard way
+(`OPENLINEAGE_URL`, `openlineage.yml`, `OPENLINEAGE__TRANSPORT__…`). Without that
+configuration there are no lineage sensors and no client is ever built.
+
+Inputs are the source tables, CSV files and API URLs; outputs are the warehouse tables, with
+the schemas, row counts and check outcomes the run's event log recorded. Namespaces and names
+follow the OpenLineage naming spec and are built from scheme, host, port and path alone, so a
+credential cannot reach them. A collector that is down or refuses an event is logged; neither
+the run nor the sensor fails.
+"""
+
+import datetime as dt
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+from etl_assets import history
+from etl_assets.partitions import partitions_def, window_for
+from etl_assets.secrets import MissingSecret, redact, resolve
+from etl_assets.spec import CsvSource, HttpSource, PipelineSpec, check_name
+from etl_assets.warehouse import WarehouseResource
+
+if TYPE_CHECKING:
+    from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent
+
+log = logging.getLogger("etl_assets")
+_ENV_LOCK = threading.Lock()
+
+SENSORS = (
+    "etl_lineage_start_sensor", "etl_lineage_success_sensor",
+    "etl_lineage_failure_sensor", "etl_lineage_canceled_sensor",
+)
+_STATUSES = (
+    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED,
+)
+EVENT_TYPES = {
+    dg.DagsterRunStatus.STARTED: "START", dg.DagsterRunStatus.SUCCESS: "COMPLETE",
+    dg.DagsterRunStatus.FAILURE: "FAIL", dg.DagsterRunStatus.CANCELED: "ABORT",
+}
+DEFAULT_JOB_NAMESPACE = "etl-assets"
+# Database URL backends: (OpenLineage scheme, default port).
+_DATABASES = {
+    "postgresql": ("postgres", 5432), "postgres": ("postgres", 5432), "mysql": ("mysql", 3306),
+    "mariadb": ("mysql", 3306), "oracle": ("oracle", 1521), "mssql": ("sqlserver", 1433),
+}
+# Default schema of an unqualified table, where the engine has one.
+_DEFAULT_SCHEMA = {"postgres": "public", "sqlserver": "dbo"}
+
+
+def configured() -> bool:
+    """Whether the OpenLineage client would find a transport: the URL, its settings variables
+    or an openlineage.yml, looked up in the client's own order without importing it."""
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return False
+    if os.environ.get("OPENLINEAGE_URL") or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ):
+        return True
+    files = (
+        os.environ.get("OPENLINEAGE_CONFIG"),
+        os.path.join(os.getcwd(), "openlineage.yml"),
+        os.path.expanduser(os.path.join("~", ".openlineage", "openlineage.yml")),
+    )
+    return any(f and os.path.isfile(f) for f in files)
+
+
+def job_namespace() -> str:
+    return os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_JOB_NAMESPACE
+
+
+# --- dataset names --------------------------------------------------------------------------
+
+
+def _host_port(host: str | None, port: int | None) -> str:
+    host = host or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def database_location(url: str) -> tuple[str, str]:
+    """(namespace, database) of a database URL, from its scheme, host and port only."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return "file", u.database or ""
+    scheme, port = _DATABASES.get(backend, (backend, None))
+    database = u.database or str(u.query.get("service_name") or "")
+    return f"{scheme}://{_host_port(u.host, u.port or port)}", database
+
+
+def table_name(namespace: str, database: str, table: str) -> str:
+    """`database.schema.table` (MySQL: `database.table`), as the naming spec spells it."""
+    if namespace == "file":  # SQLite: the table inside the database file
+        return f"{database}/{table}"
+    scheme = namespace.split("://", 1)[0]
+    if scheme == "mysql":
+        return table if "." in table else f"{database}.{table}"
+    if "." not in table and scheme in _DEFAULT_SCHEMA:
+        table = f"{_DEFAULT_SCHEMA[scheme]}.{table}"
+    return f"{database}.{table}" if database else table
+
+
+def url_dataset(url: str) -> tuple[str, str]:
+    """An API endpoint: `scheme://host:port` and its path; no userinfo, query or fragment."""
+    split = urlsplit(url)
+    port = split.port or {"http": 80, "https": 443}.get(split.scheme)
+    return f"{split.scheme}://{_host_port(split.hostname, port)}", split.path or "/"
+
+
+def file_dataset(pattern: str, path: str) -> tuple[str, str]:
+    """A file a CSV glob matched: `file` and its path, or `s3://bucket` and its key."""
+    split = urlsplit(pattern)
+    if split.scheme in ("", "file", "local") or len(split.scheme) == 1:  # `C:` is a drive
+        return "file", path
+    host = split.hostname or ""
+    name = path.removeprefix(host).lstrip("/") if host and path.startswith(host) else path.lstrip("/")
+    return f"{split.scheme}://{_host_port(host, split.port) if host else ''}", name
+
+
+def warehouse_location(spec: PipelineSpec, default_url: str) -> tuple[str, str]:
+    """(namespace, database) of where the pipeline loads."""
+    wh = spec.warehouse
+    url = resolve(wh.url, where="warehouse.url") if wh and wh.url else default_url
+    if wh is not None and wh.kind == "clickhouse":
+        split = urlsplit(url)
+        if split.scheme == "chdb":
+            return "file", split.path
+        return f"clickhouse://{_host_port(split.hostname, split.port or 8123)}", ""
+    return database_location(url)
+
+
+# --- facets from what the run recorded ------------------------------------------------------
+
+
+def _latest(instance: dg.DagsterInstance, key: list[str]) -> dict[str, Any]:
+    """Metadata of the asset's newest materialization, any partition, as plain values."""
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(key)), limit=1)
+    mat = result.records[0].asset_materialization if result.records else None
+    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+
+
+def _schema(fields: list[tuple[str, str]]) -> dict[str, Any]:
+    from openlineage.client.facet_v2 import schema_dataset
+
+    if not fields:
+        return {}
+    return {"schema": schema_dataset.SchemaDatasetFacet(
+        fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in fields]
+    )}
+
+
+def source_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any) -> list[tuple[str, str]]:
+    """The source's columns as it names them: declared types, else the types last read."""
+    if source.columns:
+        return [(c.source_name, c.type) for c in source.columns]
+    stats = _latest(instance, [spec.name, "normalized", source.name]).get("normalize_stats") or {}
+    raw = next(iter(stats.values()), {}).get("raw_columns") or {}
+    return [(str(n), str(t)) for n, t in raw.items()]
+
+
+def target_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any) -> list[tuple[str, str]]:
+    """The warehouse table's columns as the newest load wrote them."""
+    table = _latest(instance, [spec.name, "loaded", source.name]).get("dagster/column_schema")
+    return [(c.name, c.type) for c in table.columns] if table is not None else []
+
+
+def assertions(source: Any, outcome: history.SourceOutcome | None) -> dict[str, Any]:
+    """One assertion per check, failed if it failed in any of the run's partitions."""
+    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
+
+    checks = {check_name(c): c for c in source.checks}
+    passed: dict[str, bool] = {}
+    for c in outcome.checks if outcome else []:
+        passed[c["name"]] = passed.get(c["name"], True) and bool(c.get("passed"))
+    found = [
+        dqa.Assertion(
+            assertion=checks[n].type, success=ok, column=getattr(checks[n], "column", None),
+            severity=checks[n].severity, name=n,
+        )
+        for n, ok in passed.items() if n in checks
+    ]
+    return {"dataQualityAssertions": dqa.DataQualityAssertionsDatasetFacet(assertions=found)} if found else {}
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def _source_locations(spec: PipelineSpec, source: Any, outcome: history.SourceOutcome | None) -> Iterator[tuple[str, str, int | None, int | None]]:
+    """(namespace, name, rows, bytes) of what a source reads."""
+    where = f"{spec.name}.sources.{source.name}"
+    if isinstance(source, CsvSource):
+        seen: set[str] = set()
+        for inputs in (outcome.inputs if outcome else {}).values():
+            for f in inputs.get("files") or []:
+                if f.get("path") and f["path"] not in seen:
+                    seen.add(f["path"])
+                    yield (*file_dataset(inputs.get("path") or source.path, f["path"]), f.get("rows"), f.get("size"))
+        return
+    rows = outcome.rows_extracted if outcome else None
+    if isinstance(source, HttpSource):
+        yield (*url_dataset(resolve(source.url, where=f"{where}.url")), rows, None)
+    elif source.table:  # a query's tables are not named here
+        namespace, database = database_location(resolve(source.connection.url, where=f"{where}.connection.url"))
+        yield namespace, table_name(namespace, database, source.table), rows, None
+
+
+def input_datasets(
+    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: history.RunOutcome | None, logger: Any
+) -> list["InputDataset"]:
+    from openlineage.client.event_v2 import InputDataset
+    from openlineage.client.facet_v2 import input_statistics_input_dataset as stats
+
+    datasets = []
+    for source in spec.sources:
+        s_outcome = outcome.sources.get(source.name) if outcome else None
+        try:
+            locations = list(_source_locations(spec, source, s_outcome))
+        except MissingSecret as e:  # an optional source whose settings are not set
+            logger.info(f"{spec.name}/{source.name}: no lineage input: {e}")
+            continue
+        fields = source_fields(instance, spec, source) if locations else []
+        for namespace, name, rows, size in locations:
+            input_facets = {}
+            if rows is not None:
+                input_facets["inputStatistics"] = stats.InputStatisticsInputDatasetFacet(rowCount=rows, size=size)
+            datasets.append(InputDataset(
+                namespace=redact(namespace), name=redact(name), facets=_schema(fields), inputFacets=input_facets,
+            ))
+    return datasets
+
+
+def output_datasets(
+    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: history.RunOutcome | None, warehouse_url: str
+) -> list["OutputDataset"]:
+    from openlineage.client.event_v2 import OutputDataset
+    from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
+
+    namespace, database = warehouse_location(spec, warehouse_url)
+    datasets = []
+    for source in spec.sources:
+        s_outcome = outcome.sources.get(source.name) if outcome else None
+        output_facets = {}
+        if s_outcome is not None and s_outcome.inserted is not None:
+            written = (s_outcome.inserted or 0) + (s_outcome.updated or 0)
+            output_facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=written)
+        datasets.append(OutputDataset(
+            namespace=redact(namespace),
+            name=redact(table_name(namespace, database, spec.target(source))),
+            facets={**_schema(target_fields(instance, spec, source)), **assertions(source, s_outcome)},
+            outputFacets=output_facets,
+        ))
+    return datasets
+
+
+# --- the event ------------------------------------------------------------------------------
+
+
+def _iso(ts: float | None) -> str:
+    when = dt.datetime.fromtimestamp(ts, dt.timezone.utc) if ts else dt.datetime.now(dt.timezone.utc)
+    return when.isoformat()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("etl-assets")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def producer() -> str:
+    return f"https://pypi.org/project/etl-assets/{_version()}/"
+
+
+def run_facets(run: dg.DagsterRun, spec: PipelineSpec, outcome: history.RunOutcome | None, event_type: str) -> dict[str, Any]:
+    from openlineage.client.facet_v2 import (
+        error_message_run,
+        nominal_time_run,
+        processing_engine_run,
+    )
+
+    facets: dict[str, Any] = {
+        "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
+            version=dg.__version__, name="Dagster", openlineageAdapterVersion=_version()
+        )
+    }
+    keys = history.partitions_of(run, spec)
+    if keys:
+        pdef = partitions_def(spec)
+        facets["nominalTime"] = nominal_time_run.NominalTimeRunFacet(
+            nominalStartTime=window_for(pdef, keys[0]).start_utc.isoformat(),
+            nominalEndTime=window_for(pdef, keys[-1]).end_utc.isoformat(),
+        )
+    if event_type in ("FAIL", "ABORT"):
+        default = "the run failed" if event_type == "FAIL" else "the run was canceled"
+        message = (outcome.error_summary if outcome else None) or default
+        facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+            message=redact(message), programmingLanguage="python"
+        )
+    return facets
+
+
+def build_event(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, spec: PipelineSpec, status: dg.DagsterRunStatus,
+    *, warehouse_url: str, logger: Any = None,
+) -> "RunEvent":
+    """The OpenLineage event for `run` reaching `status`, from its event log."""
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState, set_producer
+    from openlineage.client.facet_v2 import documentation_job, job_type_job
+
+    set_producer(producer())  # the facets built below name this project as their producer
+    event_type = EVENT_TYPES[status]
+    outcome = None if event_type == "START" else history.build_outcome(instance, run.run_id, spec)
+    record = instance.get_run_record_by_id(run.run_id)
+    when = (record.start_time if event_type == "START" else record.end_time) if record else None
+    job_facets: dict[str, Any] = {
+        "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType="JOB")
+    }
+    if spec.description:
+        job_facets["documentation"] = documentation_job.DocumentationJobFacet(description=spec.description)
+    return RunEvent(
+        eventType=RunState(event_type),
+        eventTime=_iso(when),
+        run=Run(runId=run.run_id, facets=run_facets(run, spec, outcome, event_type)),
+        job=Job(namespace=job_namespace(), name=spec.name, facets=job_facets),
+        inputs=input_datasets(instance, spec, outcome, logger or log),
+        outputs=output_datasets(instance, spec, outcome, warehouse_url),
+        producer=producer(),
+    )
+
+
+def _client(factory: Any) -> Any:
+    """A client configured as its documentation says, leaving the environment as it was.
+
+    Building one copies OPENLINEAGE_URL into `OPENLINEAGE__TRANSPORT__…` variables of the
+    process and, once they exist, ignores a later OPENLINEAGE_URL: undone here, each event
+    follows the configuration of its moment.
+    """
+    with _ENV_LOCK:
+        before = {k: v for k, v in os.environ.items() if k.startswith("OPENLINEAGE__")}
+        try:
+            return factory()
+        finally:
+            for k in [k for k in os.environ if k.startswith("OPENLINEAGE__") and k not in before]:
+                del os.environ[k]
+            os.environ.update(before)
+
+
+def emit(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, spec: PipelineSpec, status: dg.DagsterRunStatus,
+    *, warehouse_url: str, logger: Any = None,
+) -> bool:
+    """Send the run's event; False (and a warning) when lineage is off or the collector failed."""
+    logger = logger or log
+    if not configured():
+        return False
+    event_type = EVENT_TYPES[status]
+    try:
+        from openlineage.client import OpenLineageClient
+
+        event = build_event(instance, run, spec, status, warehouse_url=warehouse_url, logger=logger)
+        client = _client(OpenLineageClient)
+        try:
+            client.emit(event)
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001 - lineage must never fail a run or a sensor
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        logger.warning(redact(
+            f"{spec.name}: could not send the OpenLineage {event_type} event of run {run.run_id}: "
+            f"{type(e).__name__}: {reason}"
+        ))
+        return False
+    return True
+
+
+def build_lineage_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition]:
+    """One run-status sensor per event type, only when a collector is configured."""
+    if not specs or not configured():
+        return []
+    by_name = {s.name: s for s in specs}
+
+    def sensor_fn(status: dg.DagsterRunStatus) -> Any:
+        def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource) -> None:
+            run = context.dagster_run
+            spec = by_name.get(history.pipeline_of(run, context.instance) or "")
+            if spec is not None:
+                emit(context.instance, run, spec, status, warehouse_url=warehouse.url, logger=context.log)
+
+        return fn
+
+    return [
+        dg.run_status_sensor(
+            name=name,
+            run_status=status,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=10,
+            description=f"Sends the OpenLineage {EVENT_TYPES[status]} event of each pipeline run.",
+        )(sensor_fn(status))
+        for name, status in zip(SENSORS, _STATUSES)
+    ]
