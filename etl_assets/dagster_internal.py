@@ -2,7 +2,7 @@
 
 Each function wraps one internal the public API lacks: cron validation and tick times
 exactly as the scheduler computes them, stopping a schedule from code, one scheduler
-daemon iteration at a chosen instant, and a run launcher whose workers run monitoring can check. Pinned to dagster 1.13.x; `etl_assets_tests/test_dagster_internal.py` fails first
+daemon iteration at a chosen instant, failed ticks from the tick history, and a run launcher whose workers run monitoring can check. Pinned to dagster 1.13.x; `etl_assets_tests/test_dagster_internal.py` fails first
 when an upgrade moves them.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,53 @@ class HealthCheckedRunLauncher(_launcher_base()):  # type: ignore[misc]
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"run worker lost: process {pid} is gone (killed or out of memory)"
         )
+
+
+@dataclass(frozen=True)
+class FailedTick:
+    """One failed evaluation of a schedule or sensor, from the instance's tick history."""
+
+    selector_id: str
+    kind: str  # schedule | sensor
+    name: str
+    tick_id: int
+    timestamp: float
+    error: str  # the first line of the innermost error: the user's exception, not Dagster's wrapper
+
+
+def _first_line(error: Any) -> str:
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    text = (getattr(error, "message", None) or "").strip()
+    return text.splitlines()[0] if text else "the tick failed without an error message"
+
+
+def tick_failures(
+    instance: dg.DagsterInstance, seen: dict[str, int], limit: int = 100
+) -> tuple[list[FailedTick], dict[str, int]]:
+    """Failed ticks of every schedule and sensor newer than `seen`, oldest first, and the new `seen`.
+
+    `seen` maps an instigator's selector id to the newest failed tick already reported; the
+    public API has no tick history. An instigator not in `seen` reports a failure only when it
+    is its newest tick (it is failing now), so old history is not replayed.
+    """
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    found: list[FailedTick] = []
+    after = dict(seen)
+    for state in instance.all_instigator_state():
+        origin, selector = state.instigator_origin_id, state.selector_id
+        if selector in seen:
+            ticks = instance.get_ticks(origin, selector, statuses=[TickStatus.FAILURE], limit=limit)
+            new = [t for t in ticks if t.tick_id > seen[selector]]
+        else:
+            newest = instance.get_ticks(origin, selector, limit=1)
+            new = [t for t in newest if t.status == TickStatus.FAILURE]
+            failed = new or instance.get_ticks(origin, selector, statuses=[TickStatus.FAILURE], limit=1)
+            after[selector] = failed[0].tick_id if failed else 0
+        kind = "schedule" if state.instigator_type == InstigatorType.SCHEDULE else "sensor"
+        for t in sorted(new, key=lambda t: t.tick_id):
+            found.append(FailedTick(selector, kind, state.instigator_name, t.tick_id, t.timestamp, _first_line(t.error)))
+            after[selector] = max(after.get(selector, 0), t.tick_id)
+    return sorted(found, key=lambda f: (f.timestamp, f.tick_id)), after

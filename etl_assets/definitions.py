@@ -5,6 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from etl_assets.assets import build_job, build_pipeline_assets
+from etl_assets.ops.deadlines import build_deadline_sensors
+from etl_assets.ops.lineage import build_lineage_sensors
+from etl_assets.ops.tick_alerts import build_tick_sensor
 from etl_assets.retention import build_retention
 from etl_assets.schedules import build_schedule
 from etl_assets.sensors import build_sensors, notifier_resources
@@ -30,7 +33,10 @@ def build_defs(specs: list[PipelineSpec]) -> dg.Definitions:
         assets=assets,
         jobs=[*jobs, retention_job],
         schedules=[*(build_schedule(spec) for spec in specs), retention_schedule],
-        sensors=build_sensors(specs),
+        sensors=[
+            *build_sensors(specs), *build_lineage_sensors(specs),
+            *build_deadline_sensors(specs), build_tick_sensor(specs),
+        ],
         resources={
             # Resolved when a run launches, so loading definitions needs no secret.
             "parquet_io": ParquetIOManagerResource(base_path=dg.EnvVar("ETL_STORAGE_DIR")),

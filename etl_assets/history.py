@@ -88,6 +88,19 @@ MIGRATIONS: list[str] = [
     """,
     # Each source's counts per partition, as the run recorded them.
     "ALTER TABLE etl_meta.run_sources ADD COLUMN partitions jsonb NOT NULL DEFAULT '{}'",
+    # Partitions alerted for missing their deadline: each is alerted once, its recovery once.
+    """
+    CREATE TABLE IF NOT EXISTS etl_meta.deadline_alerts (
+        pipeline     text NOT NULL,
+        partition    text NOT NULL,
+        deadline     timestamptz NOT NULL,
+        state        text NOT NULL,
+        detail       text NOT NULL,
+        alerted_at   timestamptz NOT NULL,
+        recovered_at timestamptz,
+        PRIMARY KEY (pipeline, partition)
+    );
+    """,
 ]
 
 
@@ -137,7 +150,7 @@ def trigger_of(tags: dict[str, str]) -> str:
         return "retry"
     if tags.get("dagster/schedule_name") or tags.get("etl/trigger") == "schedule":
         return "schedule"
-    if tags.get("dagster/backfill"):
+    if tags.get("dagster/backfill") or tags.get("etl/trigger") == "backfill":
         return "backfill"
     if tags.get("etl/trigger") == "cli":
         return "cli"
@@ -179,7 +192,7 @@ def partitions_of(run: dg.DagsterRun, spec: Any) -> list[str]:
 
 SOURCE_LAYERS = ("raw", "normalized", "validated", "loaded")
 LOAD_COUNTS = ("inserted", "updated", "unchanged", "deleted")
-TOTALS = ("rows_extracted", "rows_quarantined", *LOAD_COUNTS)
+TOTALS = ("rows_extracted", "rows_normalized", "duplicates_dropped", "rows_quarantined", *LOAD_COUNTS)
 
 
 @dataclass
@@ -187,6 +200,8 @@ class PartitionOutcome:
     """One source's counts for one partition, as its steps recorded them."""
 
     rows_extracted: int | None = None
+    rows_normalized: int | None = None
+    duplicates_dropped: int | None = None
     rows_quarantined: int | None = None
     inserted: int | None = None
     updated: int | None = None
@@ -198,6 +213,9 @@ class PartitionOutcome:
 class SourceOutcome:
     status: str = "skipped"  # success | failed | skipped
     rows_extracted: int | None = None
+    # What normalize kept and dropped: a `--step normalized` run's whole story.
+    rows_normalized: int | None = None
+    duplicates_dropped: int | None = None
     rows_quarantined: int | None = None
     inserted: int | None = None
     updated: int | None = None
@@ -254,7 +272,7 @@ class RunOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         """`etl-assets run --json`: its documented keys."""
-        fields = ("status", "rows_extracted", *LOAD_COUNTS, "error")
+        fields = ("status", "rows_extracted", "rows_normalized", "rows_quarantined", *LOAD_COUNTS, "error")
         return {
             "run_id": self.run_id,
             "pipeline": self.pipeline,
@@ -357,6 +375,13 @@ class _EventReader:
         for k, meta in self.mats.get(("raw", name), {}).items():
             part(k).rows_extracted = int((meta.get("rows_by_partition") or {}).get(k) or 0)
             o.inputs.update(meta.get("inputs") or {})
+        for k, meta in self.mats.get(("normalized", name), {}).items():
+            stats = (meta.get("normalize_stats") or {}).get(k) or {}
+            if "rows_out" in stats:
+                part(k).rows_normalized = int(stats["rows_out"])
+                part(k).duplicates_dropped = int(stats.get("exact_duplicates_dropped") or 0) + int(
+                    stats.get("key_duplicates_collapsed") or 0
+                )
         for k, meta in self.mats.get(("validated", name), {}).items():
             o.checks_passed = meta.get("checks_passed")
             o.checks += [{**c, "partition": k} for c in (meta.get("checks_by_partition") or {}).get(k) or []]
@@ -674,3 +699,9 @@ def get_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
     run["sources"] = {r[1]: dict(zip(cols, r)) for r in cur.fetchall()}
     return run
 
+
+
+def statuses(conn: psycopg.Connection, run_ids: list[str]) -> dict[str, str]:
+    """The recorded status word (success, failed, partial, canceled) of each of these runs."""
+    rows = conn.execute("SELECT run_id, status FROM etl_meta.runs WHERE run_id = ANY(%s)", (run_ids,)).fetchall()
+    return dict(rows)

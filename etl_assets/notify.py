@@ -7,15 +7,18 @@ Slack or SMTP server must not turn a finished run into a failed one; it is logge
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 import re
 import smtplib
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import jinja2
@@ -217,7 +220,7 @@ def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
         counts = [(label, s[key]) for key, label in COUNT_FIELDS if s.get(key) is not None]
         warned = [str(c) for c in s.get("checks_warned") or []]
         failed = [str(c) for c in s.get("checks_failed") or []]
-        warnings += [(name, c) for c in warned]
+        warnings += [(name, c + _check_counts(s.get("checks") or [], c)) for c in warned]
         failed_checks += [(name, c) for c in failed]
         sources.append(
             {
@@ -259,6 +262,18 @@ def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "report_path": record.get("report_path") or None,
         "notes": [_clean(n) for n in record.get("notes") or [] if n],
     }
+
+
+def _check_counts(checks: Sequence[Mapping[str, Any]], name: str) -> str:
+    """How many rows a failing check flagged, over its partitions: " (3 of 120 rows)"."""
+    failing = [c for c in checks if c.get("name") == name and not c.get("passed")]
+    bad = sum(int(c.get("unexpected_count") or 0) for c in failing)
+    if not bad:
+        return ""
+    total = sum(int(c.get("element_count") or 0) for c in failing)
+    parts = sorted({str(c["partition"]) for c in failing if c.get("partition")})
+    where = f" in {partitions_label(parts)}" if len(parts) > 1 else ""
+    return f" ({bad:,} of {total:,} rows{where})" if total else f" ({bad:,} unexpected{where})"
 
 
 def _mrkdwn(text: Any) -> str:
@@ -437,11 +452,23 @@ def send_slack(
 
     `mask`: more secret values to keep out of the message and the logs (the token always is).
     """
+    return _post_slack(notifier, channel, _what(record), lambda: slack_message(record), log, mask)
+
+
+def _post_slack(
+    notifier: SlackNotifier,
+    channel: str,
+    what: str,
+    build: Callable[[], tuple[str, list[dict[str, Any]]]],
+    log: Log,
+    mask: Sequence[str],
+) -> bool:
+    """Post what `build` makes; every alert kind shares this masking and error reporting."""
     secrets: list[str | None] = list(mask)
     try:
         ready = _resolved(notifier)
         secrets.append(ready.token)
-        text, blocks = slack_message(record)
+        text, blocks = build()
         ready.get_client().chat_postMessage(
             channel=channel,
             text=_scrub(text, secrets),
@@ -456,14 +483,12 @@ def send_slack(
             why = f"HTTP {resp.status_code}"
         else:
             why = f"Slack API error {data.get('error') or 'unknown'}"
-        log.warning(_scrub(f"Slack alert for {_what(record)} to {channel} failed: {why}", secrets))
+        log.warning(_scrub(f"Slack alert for {what} to {channel} failed: {why}", secrets))
         return False
     except Exception as e:  # never let an alert fail the run
-        log.warning(
-            _scrub(f"Slack alert for {_what(record)} to {channel} failed: {_describe(e)}", secrets)
-        )
+        log.warning(_scrub(f"Slack alert for {what} to {channel} failed: {_describe(e)}", secrets))
         return False
-    log.info(_scrub(f"Slack alert for {_what(record)} posted to {channel}", secrets))
+    log.info(_scrub(f"Slack alert for {what} posted to {channel}", secrets))
     return True
 
 
@@ -506,6 +531,22 @@ def send_email(
     True when the server accepted at least one recipient; refusals are logged, never raised.
     `mask`: more secret values to keep out of the mail and the logs (the password always is).
     """
+
+    def build(sender: str, recipients: list[str], secrets: list[str | None]) -> EmailMessage:
+        return build_email(sender, recipients, record, subject_prefix, mask=secrets)
+
+    return _post_email(notifier, to, _what(record), build, log, mask)
+
+
+def _post_email(
+    notifier: EmailNotifier,
+    to: Sequence[str],
+    what: str,
+    build: Callable[[str, list[str], list[str | None]], EmailMessage],
+    log: Log,
+    mask: Sequence[str],
+) -> bool:
+    """Mail what `build(sender, recipients, secrets)` makes; shared by every alert kind."""
     secrets: list[str | None] = list(mask)
     recipients = list(dict.fromkeys(to))
     try:
@@ -514,7 +555,7 @@ def send_email(
         ready = _resolved(notifier)
         secrets.append(ready.password)
         sender = ready.sender or DEFAULT_SENDER
-        msg = build_email(sender, recipients, record, subject_prefix, mask=secrets)
+        msg = build(sender, recipients, secrets)
         host, port = ready.host, ready.effective_port
         if ready.effective_security == "ssl":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -533,24 +574,24 @@ def send_email(
     except smtplib.SMTPRecipientsRefused as e:
         log.warning(
             _scrub(
-                f"Email alert for {_what(record)} failed: every recipient was refused "
+                f"Email alert for {what} failed: every recipient was refused "
                 f"({', '.join(sorted(e.recipients))})",
                 secrets,
             )
         )
         return False
     except Exception as e:  # never let an alert fail the run
-        log.warning(_scrub(f"Email alert for {_what(record)} failed: {_describe(e)}", secrets))
+        log.warning(_scrub(f"Email alert for {what} failed: {_describe(e)}", secrets))
         return False
     if refused:
         log.warning(
             _scrub(
-                f"Email alert for {_what(record)}: refused for {', '.join(sorted(refused))}",
+                f"Email alert for {what}: refused for {', '.join(sorted(refused))}",
                 secrets,
             )
         )
     accepted = [r for r in recipients if r not in refused]
-    log.info(_scrub(f"Email alert for {_what(record)} sent to {', '.join(accepted)}", secrets))
+    log.info(_scrub(f"Email alert for {what} sent to {', '.join(accepted)}", secrets))
     return True
 
 
@@ -560,24 +601,28 @@ def notify_run(
     slack: SlackNotifier | None,
     email: EmailNotifier | None,
     log: Log,
+    *,
+    warned: bool = False,
 ) -> dict[str, bool]:
     """Send the alerts the pipeline's `notify` asks for, for this run's status.
 
+    `warned`: the run's warn-severity checks failed, so `on: [warning]` wants it too; a
+    channel gets one message per run whichever of its events match.
     Returns one entry per channel that wanted this event: True if it went out. A channel the
     spec asks for but with no resource configured counts as not sent, with a warning.
     """
     sent: dict[str, bool] = {}
-    event = event_for(record.get("status"))
-    if spec_notify is None or event is None:
+    events = {e for e in (event_for(record.get("status")), "warning" if warned else None) if e}
+    if spec_notify is None or not events:
         return sent
     mask = _secret_values(slack, email)
-    if spec_notify.slack is not None and event in spec_notify.slack.on:
+    if spec_notify.slack is not None and events & set(spec_notify.slack.on):
         if slack is None:
             log.warning(f"Slack alert for {_what(record)} skipped: no Slack resource configured")
             sent["slack"] = False
         else:
             sent["slack"] = send_slack(slack, spec_notify.slack.channel, record, log, mask=mask)
-    if spec_notify.email is not None and event in spec_notify.email.on:
+    if spec_notify.email is not None and events & set(spec_notify.email.on):
         if email is None:
             log.warning(f"Email alert for {_what(record)} skipped: no email resource configured")
             sent["email"] = False
@@ -590,4 +635,116 @@ def notify_run(
                 subject_prefix=spec_notify.email.subject_prefix,
                 mask=mask,
             )
+    return sent
+
+
+# --- alerts that are not about one run ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A missed deadline, its recovery or a failed tick: a title and a few plain lines."""
+
+    emoji: str
+    word: str  # DEADLINE MISSED, RECOVERED, TICK FAILED
+    about: str  # "shop 2025-03-09": the title's subject, and what the logs name
+    lines: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return " ".join(f"{self.emoji} {self.word}: {self.about}".split())
+
+
+def _when(instant: dt.datetime, timezone: str) -> str:
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+def deadline_missed_alert(
+    pipeline: str, partition: str, deadline: dt.datetime, timezone: str, state: str, command: str
+) -> Alert:
+    """`state`: one sentence on where the partition is (never run, still running, failed)."""
+    return Alert(
+        "⏰", "DEADLINE MISSED", f"{pipeline} {partition}",
+        (
+            f"{pipeline} partition {partition} was due by {_when(deadline, timezone)} and is not loaded: {state}",
+            f"To load it, run `{command}`.",
+        ),
+    )
+
+
+def deadline_recovered_alert(
+    pipeline: str, partition: str, deadline: dt.datetime, timezone: str, how: str
+) -> Alert:
+    return Alert(
+        "✅", "RECOVERED", f"{pipeline} {partition}",
+        (f"{pipeline} partition {partition} is loaded now ({how}), after missing its deadline of {_when(deadline, timezone)}.",),
+    )
+
+
+def tick_failure_alert(kind: str, name: str, at: dt.datetime, error: str, count: int = 1) -> Alert:
+    """`kind`: schedule or sensor; `error`: the first line of the newest failure."""
+    times = "" if count == 1 else f" ({count} failed ticks since the last alert)"
+    return Alert(
+        "🛑", "TICK FAILED", f"{kind} {name}",
+        (
+            f"The {kind} {name} failed to evaluate at {at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC{times}: {error}",
+            "Nothing it would have started has run; see its tick history in the UI.",
+        ),
+    )
+
+
+def _alert_slack(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
+    body = "\n".join(_mrkdwn(line) for line in alert.lines)
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(alert.title, _HEADER_MAX), "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(body, _SECTION_MAX)}},
+    ]
+    return "\n".join([alert.title, *alert.lines]), blocks
+
+
+def _alert_email(
+    alert: Alert, prefix: str | None
+) -> Callable[[str, list[str], list[str | None]], EmailMessage]:
+    def build(sender: str, recipients: list[str], secrets: list[str | None]) -> EmailMessage:
+        msg = EmailMessage()
+        subject = f"{'[etl]' if prefix is None else prefix} {alert.title}"
+        msg["Subject"] = _scrub(" ".join(subject.split()), secrets)
+        msg["From"], msg["To"] = sender, ", ".join(recipients)
+        msg["Date"] = formatdate(localtime=True)
+        msg["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or "localhost")
+        msg.set_content(_scrub("\n\n".join([alert.title, *alert.lines]) + "\n", secrets))
+        return msg
+
+    return build
+
+
+def notify_alert(
+    alert: Alert,
+    specs: Iterable[NotifySpec],
+    slack: SlackNotifier | None,
+    email: EmailNotifier | None,
+    log: Log,
+) -> dict[str, bool]:
+    """Send `alert` once to each Slack channel and each recipient list the `specs` name.
+
+    Keys: "slack:<channel>" and "email:<addresses>", True if it went out.
+    """
+    mask = _secret_values(slack, email)
+    sent: dict[str, bool] = {}
+    for spec in specs:
+        if spec.slack is not None and f"slack:{spec.slack.channel}" not in sent:
+            key = f"slack:{spec.slack.channel}"
+            if slack is None:
+                log.warning(f"Slack alert for {alert.about} skipped: no Slack resource configured")
+                sent[key] = False
+            else:
+                sent[key] = _post_slack(slack, spec.slack.channel, alert.about, lambda: _alert_slack(alert), log, mask)
+        if spec.email is not None and f"email:{','.join(spec.email.to)}" not in sent:
+            key = f"email:{','.join(spec.email.to)}"
+            if email is None:
+                log.warning(f"Email alert for {alert.about} skipped: no email resource configured")
+                sent[key] = False
+            else:
+                build = _alert_email(alert, spec.email.subject_prefix)
+                sent[key] = _post_email(email, spec.email.to, alert.about, build, log, mask)
     return sent

@@ -130,20 +130,24 @@ def record_run(
     if outcome.will_retry:
         logger.info(f"{spec.name}: run {run_id} failed and will be retried; no alert yet")
         return outcome
-    _notify(spec, record, slack, email, logger)
+    # Warn-severity checks fail without failing the run: `on: [warning]` hears of them.
+    warned = any(s.checks_warned for s in outcome.sources.values())
+    _notify(spec, record, slack, email, logger, warned=warned)
     if note:
         _notify(spec, {**record, "status": "paused"}, slack, email, logger)
     return outcome
 
 
-def _notify(spec: PipelineSpec, record: dict[str, Any], slack: Any, email: Any, logger: Any) -> None:
+def _notify(
+    spec: PipelineSpec, record: dict[str, Any], slack: Any, email: Any, logger: Any, *, warned: bool = False
+) -> None:
     notify_spec = getattr(spec, "notify", None)
     if notify_spec is None:
         return
     from etl_assets import notify
 
     try:
-        notify.notify_run(record, notify_spec, slack, email, logger)
+        notify.notify_run(record, notify_spec, slack, email, logger, warned=warned)
     except Exception as e:  # noqa: BLE001 - an alert problem must not fail the handler
         logger.error(f"{spec.name}: notification failed: {type(e).__name__}")
 
@@ -169,6 +173,19 @@ def notifier_resources(specs: list[PipelineSpec]) -> dict[str, Any]:
     return resources
 
 
+def _known(by_name: dict[str, PipelineSpec], pipeline: str | None) -> dict[str, PipelineSpec]:
+    """The specs the sensor was built with, or the folder's current ones for a pipeline added
+    since: the daemon reloads its code only every minute, and its runs must be recorded too."""
+    if pipeline is None or pipeline in by_name:
+        return by_name
+    from etl_assets.spec import SpecError, load_pipelines
+
+    try:
+        return {s.name: s for s in load_pipelines(settings.pipelines_dir())}
+    except SpecError:
+        return by_name
+
+
 def build_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition]:
     """Run-status sensors for SUCCESS, FAILURE and CANCELED, all calling the one handler."""
     from etl_assets.notify import EmailNotifier, SlackNotifier
@@ -184,7 +201,7 @@ def build_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition]:
         handle_run_finished(
             context.instance,
             run.run_id,
-            by_name,
+            _known(by_name, run.tags.get("etl/pipeline")),
             warehouse_url=warehouse.url,
             webserver_url=webserver_url(),
             slack=slack,

@@ -122,3 +122,18 @@ def test_stop_schedule_pauses_a_running_schedule(tmp_path: Path) -> None:
         assert instance.get_runs_count() == 0
         (state,) = instance.all_instigator_state()
         assert state.status.value == "STOPPED"
+
+
+def test_tick_failures_reads_failed_ticks_once_from_the_tick_history(tmp_path: Path) -> None:
+    from etl_assets.dagster_internal import tick_failures
+
+    defs_file = tmp_path / "failing_defs.py"
+    defs_file.write_text(HOURLY_DEFS.format(body="raise ValueError('no source today\\nsecond line')"))
+    with dg.instance_for_test() as instance:
+        run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 6, 2, 9, 30, tzinfo=UTC))
+        with pytest.raises(RuntimeError):
+            run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 6, 2, 10, 1, tzinfo=UTC))
+        (failed,), seen = tick_failures(instance, {})
+        assert (failed.kind, failed.name, failed.error) == ("schedule", "hourly", "ValueError: no source today")
+        assert failed.timestamp == dt.datetime(2025, 6, 2, 10, tzinfo=UTC).timestamp()
+        assert tick_failures(instance, seen) == ([], seen)
