@@ -76,8 +76,156 @@ def _identifier(value: str, what: str = "name") -> str:
     return value
 
 
+# One line of hover help per spec field, shown by editors through the JSON Schema. Keys are a
+# field name, or `Model.field` where one name means different things in different models.
+FIELD_HELP: dict[str, str] = {
+    "name": "Name: letters, digits and underscores; unique among its siblings.",
+    "description": "Free text shown in the UI next to this item.",
+    "owners": "Who owns the pipeline: email addresses or team:<name>.",
+    "timezone": "IANA time zone (e.g. America/Sao_Paulo) that windows and naive timestamps are read in.",
+    "partitions": "How time is cut into partitions: cadence, first partition, week start.",
+    "RowCountAnomalyCheck.partitions": "How many earlier partitions the median row count is taken over.",
+    "schedule": "When the daemon runs the latest complete partition.",
+    "retries": "Retries of transient errors: count, delay, backoff and jitter.",
+    "sources": "The sources to extract, each loaded into its own warehouse table.",
+    "report": "The report rendered per partition: title and KPI queries.",
+    "failure_threshold": "Pause the schedule after this many consecutive failed scheduled runs (0: never).",
+    "retention": "How long runs, history and files are kept before `etl-assets prune` deletes them.",
+    "notify": "Where run alerts go: Slack and/or email.",
+    "deadline": "When a partition must have loaded; a late one is alerted.",
+    "catchup": "How the schedule launches partitions it missed while down.",
+    "timeout_minutes": "The longest a run may take before Dagster stops it.",
+    "warehouse": "Where sources load: PostgreSQL (default) or ClickHouse.",
+    "resources": "Limits for each step process, such as memory.",
+    "kind": "Which kind of source (or warehouse) this is.",
+    "connection": "How to reach the database: a URL, secrets as ${ENV} references.",
+    "url": "A URL; secrets as ${ENV} references.",
+    "HttpSource.url": "The endpoint to GET; params, auth and pagination are added to it.",
+    "WarehouseSpec.url": "The warehouse URL, e.g. clickhouse://… or chdb:///path; secrets as ${ENV}.",
+    "table": "schema.table to read (or use query).",
+    "query": "SQL to read instead of a table; may use :window_start, :window_end and :last_sync.",
+    "mode": "incremental reads the window on timestamp_column; full reads the whole source.",
+    "timestamp_column": "Column whose value places a row in a window.",
+    "lookback": "Widen each window's start by this much (e.g. 2d) to catch late updates.",
+    "primary_key": "Columns that identify a row; loads upsert on them.",
+    "columns": "Declared columns: name, optional from:, type and nullable.",
+    "SchemaCheck.columns": "Expected columns (a list, or name: type); default: the declared columns.",
+    "UniqueCheck.columns": "Columns that must be unique together; default: the primary key.",
+    "load": "How rows load into the warehouse: target, strategy, deletes, sharing.",
+    "schema": "What to do when the source's columns drift from the table's.",
+    "checks": "Data quality checks run on every partition before it loads.",
+    "batch_size": "Stream the window in frames of at most this many rows.",
+    "timeout_seconds": "Statement timeout (SQL) or per-page deadline (HTTP), in seconds.",
+    "optional": "Load nothing instead of failing when this source's ${ENV} settings are unset.",
+    "pool": "Dagster concurrency pool that limits how many of its steps run at once.",
+    "path": "Glob of files to read, local or an fsspec URL.",
+    "delimiter": "Field separator, one character.",
+    "encoding": "Text encoding of the files.",
+    "header": "Whether the first line holds the column names.",
+    "HttpAuth.header": "Header that carries the API key.",
+    "quotechar": "Quote character, one character.",
+    "compression": "gzip, zip, none, or infer from the file name.",
+    "filename_date": "strftime pattern of the date in each file name, which places the file in a window.",
+    "na_values": "Extra field values read as NULL.",
+    "keep_default_na": "Also read pyarrow's default null tokens (NA, N/A, NaN, …) as NULL.",
+    "params": "Query parameters; may use {window_start}, {window_end} and {last_sync}.",
+    "headers": "HTTP request headers; secrets as ${ENV} references.",
+    "auth": "bearer token or API-key header; sent only to the URL's own host unless allowed_hosts.",
+    "record_path": "Dotted path to the list of records in the response body.",
+    "pagination": "How to fetch the next page: page, offset, cursor or link.",
+    "max_pages": "Stop with an error after this many pages.",
+    "token": "Bearer token, as a ${ENV} reference.",
+    "value": "API key value, as a ${ENV} reference.",
+    "allowed_hosts": "Other hosts (host or host:port) that may receive the credentials on redirects.",
+    "param": "Query parameter that carries the page number or cursor.",
+    "Pagination.start": "First page number.",
+    "size_param": "Query parameter that carries the page size.",
+    "size": "Rows per page.",
+    "offset_param": "Query parameter that carries the offset.",
+    "limit_param": "Query parameter that carries the limit.",
+    "limit": "Rows per request.",
+    "cursor_path": "Dotted path to the next cursor in the response body.",
+    "from": "The column's name in the source, when it differs from name.",
+    "type": "The type: string, integer, float, boolean, date or timestamp (or the check's type).",
+    "nullable": "Whether the column may hold NULL.",
+    "target": "schema.table to load into; default <pipeline>.<source>.",
+    "strategy": "upsert by primary key, or replace_partition (delete the window's rows, insert).",
+    "delete_missing": "Full sources: delete target rows the source no longer has.",
+    "shared": "Allow other pipelines or sources to load this table too (upsert only).",
+    "on_missing_column": "fail the load, or load NULL, when a table column is gone from the source.",
+    "on_new_column": "What to do when the source has a column the table lacks.",
+    "on_type_change": "What to do when a column's type differs from the table's.",
+    "max": "Largest allowed value.",
+    "min": "Smallest allowed value.",
+    "RowCountCheck.min": "Fewest rows a partition may have.",
+    "RowCountCheck.max": "Most rows a partition may have.",
+    "RetrySpec.max": "How many times a transient error is retried (0: never).",
+    "delay_seconds": "Delay before the first retry, in seconds.",
+    "backoff": "How the delay grows: exponential, linear or constant.",
+    "jitter": "Randomize delays so retries do not arrive together.",
+    "severity": "error blocks the load, warn reports, quarantine sets failing rows aside.",
+    "error_if": "Block the load only past this many failing rows (`> 10`) or share (`> 1%`).",
+    "warn_if": "Warn only past this many failing rows (`> 10`) or share (`> 1%`).",
+    "store_failures": "Keep the failing rows beside the report.",
+    "column": "The column the check reads.",
+    "RelationshipTarget.column": "The referenced source's column that must hold the value.",
+    "source": "The source whose loaded table is referenced.",
+    "to": "The source and column every value must exist in.",
+    "EmailNotifySpec.to": "Recipient email addresses.",
+    "values": "The allowed values.",
+    "pattern": "Regular expression every value must match.",
+    "min_ratio": "Smallest allowed ratio of rows to the median of earlier partitions.",
+    "max_ratio": "Largest allowed ratio of rows to the median of earlier partitions.",
+    "min_history": "Earlier partitions needed before the check judges.",
+    "max_age": "How old the newest timestamp may be at the window end (e.g. 3d).",
+    "expectation": "A great-expectations expectation class name, e.g. ExpectColumnValuesToBeUnique.",
+    "kwargs": "Arguments of the expectation.",
+    "cadence": "weekly, daily, hourly, monthly, 15min, 30min or cron.",
+    "PartitionSpec.start": "The first partition's start date; on a window boundary.",
+    "week_start": "The day weekly windows start on.",
+    "cron": "Cron expression of window starts (cadence: cron).",
+    "at": "Time of day (HH:MM, pipeline timezone).",
+    "DeadlineSpec.at": "Time of day (HH:MM) by which the partition must have loaded.",
+    "after_window_end": "How long after the window end the partition must have loaded (e.g. 6h).",
+    "day_of_week": "Weekday the schedule runs on.",
+    "day_of_month": "Day of the month the schedule runs on (1–28).",
+    "enabled": "Whether this is on.",
+    "window": "How many recent partitions catch-up looks back over.",
+    "max_runs_per_tick": "Most catch-up runs one tick launches.",
+    "title": "Title shown at the top of the report.",
+    "KpiSpec.title": "Heading of this KPI in the report; default its name.",
+    "kpis": "KPI queries shown as tables (and charts) in the report.",
+    "sql": "SQL run on the warehouse, with :window_start and :window_end bound.",
+    "chart": "Draw the KPI as a bar or line chart of x against y.",
+    "x": "Column on the chart's x axis.",
+    "y": "Column on the chart's y axis.",
+    "on_partial": "render or skip the report of a partially loaded partition.",
+    "slack": "Slack alerts: channel and which statuses.",
+    "email": "Email alerts: recipients and which statuses.",
+    "channel": "Slack channel, e.g. #data-alerts.",
+    "on": "Which outcomes alert: success, failure, partial, paused.",
+    "api_url": "Slack API root.",
+    "subject_prefix": "Text put before every email subject.",
+    "memory_mb": "Memory limit of each step process, in MB.",
+    "runs_days": "Keep Dagster runs and history this many days.",
+    "artifacts_days": "Keep Parquet files, run logs and reports this many days.",
+    "keep_last_success": "Never delete the latest successful run of a partition.",
+}
+
+
+def describe_fields(schema: dict[str, Any], model: type) -> None:
+    """Fill in each property's description from FIELD_HELP unless the field has its own."""
+    for name, prop in (schema.get("properties") or {}).items():
+        if not prop.get("description"):
+            text = FIELD_HELP.get(f"{model.__name__}.{name}") or FIELD_HELP.get(name)
+            if text:
+                prop["description"] = text
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, json_schema_extra=describe_fields
+    )
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -96,15 +244,45 @@ class _Check(Strict):
     # error: blocks the load; warn: loads and reports; quarantine (row-level checks only):
     # failing rows go to <table>__quarantine and the passing rows load.
     severity: Literal["error", "warn", "quarantine"] = "error"
+    # Graded row-level checks: how many failing rows (`> 10`) or what share of the
+    # partition's rows (`> 1%`) make the check warn, or block the load.
+    warn_if: str | None = None
+    error_if: str | None = None
+    # Failing rows are also written to <table>__failures; they still load.
+    store_failures: bool = False
     row_level: ClassVar[bool] = False
 
     def is_row_level(self) -> bool:
         return self.row_level
 
+    @property
+    def graded(self) -> bool:
+        return self.warn_if is not None or self.error_if is not None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a failure can stop the load: error checks, graded ones only with error_if."""
+        return self.severity == "error" and (not self.graded or self.error_if is not None)
+
+    @field_validator("warn_if", "error_if")
+    @classmethod
+    def _threshold(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_threshold(v)
+        return v
+
     @model_validator(mode="after")
     def _quarantine_rows_only(self) -> _Check:
+        kind = self.type  # type: ignore[attr-defined]
         if self.severity == "quarantine" and not self.is_row_level():
-            raise ValueError(f"severity quarantine needs a row-level check, not {self.type}")  # type: ignore[attr-defined]
+            raise ValueError(f"severity quarantine needs a row-level check, not {kind}")
+        if (self.graded or self.store_failures) and not self.is_row_level():
+            which = "store_failures" if self.store_failures else "warn_if" if self.warn_if else "error_if"
+            raise ValueError(f"{which} needs a row-level check, not {kind}")
+        if self.graded and self.severity == "quarantine":
+            raise ValueError("warn_if and error_if grade a check by how many rows fail; a quarantine check sets every failing row aside: use one or the other")
+        if self.error_if is not None and self.severity == "warn":
+            raise ValueError("error_if blocks the load above its threshold, which a severity warn check never does: drop severity warn")
         return self
 
     @field_validator("name")
@@ -277,6 +455,19 @@ class ExpectationCheck(_Check):
         return (snake + (f"_{col}" if isinstance(col, str) else ""))[:63]
 
 
+_THRESHOLD = re.compile(r"^\s*(>=|>)\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
+
+
+def parse_threshold(text: str) -> tuple[str, float, bool]:
+    """`> 10` (rows) or `>= 1.5%` (of the partition's rows) as (operator, number, is_share)."""
+    m = _THRESHOLD.match(str(text))
+    if not m:
+        raise ValueError(f"threshold {text!r} must be a count or a share of rows, such as '> 10' or '> 1%'")
+    if m.group(3) and float(m.group(2)) > 100:
+        raise ValueError(f"threshold {text!r} is a share above 100%")
+    return m.group(1), float(m.group(2)), bool(m.group(3))
+
+
 CheckSpec = Annotated[
     Union[
         NotNullCheck, UniqueCheck, BetweenCheck, InSetCheck, RegexCheck, RowCountCheck,
@@ -337,8 +528,13 @@ class ColumnSpec(Strict):
 
 class LoadSpec(Strict):
     target: str | None = None  # schema.table; default <pipeline>.<source>
-    strategy: Literal["upsert", "replace_partition"] = "upsert"
-    # Full sources only: rows the source no longer has are deleted from the target.
+    # upsert: insert or update by key. delete_insert: the partition's rows are replaced as a
+    # set (`replace_partition` is its former name, still accepted). append: each key is
+    # inserted once and never updated. scd2: every version of a key is kept (valid_from,
+    # valid_to, is_current) and `<target>__current` shows the current ones.
+    strategy: Literal["upsert", "delete_insert", "replace_partition", "append", "scd2"] = "upsert"
+    # Full sources only: rows the source no longer has are deleted from the target (under
+    # scd2 their current versions are closed instead).
     delete_missing: bool = False
     # Another pipeline or source loads this target too: both must say so, and both upsert.
     shared: bool = False
@@ -364,14 +560,28 @@ class LoadSpec(Strict):
             raise ValueError("load.shared needs strategy upsert: replace_partition would delete the other loader's rows")
         if self.shared and self.delete_missing:
             raise ValueError("load.shared cannot delete_missing: it would delete the other loader's rows")
+        if self.strategy == "append" and self.delete_missing:
+            raise ValueError("load.strategy append never deletes: drop delete_missing or use upsert")
         return self
+
+    @property
+    def replaces_partition(self) -> bool:
+        """delete_insert, under either of its names."""
+        return self.strategy in ("delete_insert", "replace_partition")
 
 
 class SchemaPolicySpec(Strict):
-    """What a load does when the warehouse table has a column the source no longer provides."""
+    """What a load does when the source's columns drift from the warehouse table's."""
 
-    # fail: the load fails naming the column; null: rows the load writes hold NULL in it.
-    on_missing_column: Literal["fail", "null"] = "fail"
+    # evolve: the column is added to the table; fail: the load fails naming it; ignore: it
+    # is not loaded.
+    on_new_column: Literal["evolve", "fail", "ignore"] = "evolve"
+    # A column the table has but the source no longer provides. fail: the load fails naming
+    # it; null: rows the load writes hold NULL in it; keep: rows it updates keep their value.
+    on_missing_column: Literal["fail", "null", "keep"] = "fail"
+    # fail: the load fails naming the column and both types; widen: the warehouse column is
+    # widened when that holds every old and new value exactly.
+    on_type_change: Literal["fail", "widen"] = "fail"
 
     @field_validator("on_missing_column", mode="before")
     @classmethod
@@ -475,8 +685,8 @@ class _Source(Strict):
     def _consistent(self) -> _Source:
         if self.mode == "incremental" and not self.timestamp_column and not self._dated_by_name():
             raise ValueError("an incremental source needs timestamp_column (or set mode: full)")
-        if self.load.strategy == "upsert" and not self.primary_key:
-            raise ValueError("load.strategy upsert needs a primary_key")
+        if self.load.strategy in ("upsert", "append", "scd2") and not self.primary_key:
+            raise ValueError(f"load.strategy {self.load.strategy} needs a primary_key")
         if self.load.delete_missing and self.mode != "full":
             # A window of an incremental source says nothing about rows outside it.
             raise ValueError("load.delete_missing needs mode: full")
@@ -829,11 +1039,12 @@ class CatchupSpec(Strict):
     @staticmethod
     def _schema(schema: dict[str, Any]) -> None:
         # `catchup: false` is valid YAML for this model; editors should accept it too.
+        describe_fields(schema, CatchupSpec)
         model = dict(schema)
         schema.clear()
         schema.update(anyOf=[model, {"type": "boolean"}], title=model.get("title"))
 
-    model_config = ConfigDict(**Strict.model_config, json_schema_extra=_schema)
+    model_config = ConfigDict(**{**Strict.model_config, "json_schema_extra": _schema})
 
     enabled: bool = True
     window: int = Field(default=8, ge=1, le=1000)
@@ -949,8 +1160,13 @@ class DeadlineSpec(Strict):
     ends) or `at`, the first such local time after it ("Mon 09:00", or "09:00" on any day).
     """
 
-    after_window_end: str | None = None
-    at: str | None = None
+    after_window_end: str | None = Field(
+        default=None, description="Elapsed time after the window ends, e.g. 9h, 30m, 2d."
+    )
+    at: str | None = Field(
+        default=None,
+        description='The first such local time after the window ends: "Mon 09:00", or "09:00" on any day.',
+    )
 
     @field_validator("after_window_end")
     @classmethod
@@ -1064,7 +1280,9 @@ class PipelineSpec(Strict):
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     notify: NotifySpec = Field(default_factory=NotifySpec)
     # A partition not loaded by then is alerted (etl_assets.ops.deadlines); None: no deadline.
-    deadline: DeadlineSpec | None = None
+    deadline: DeadlineSpec | None = Field(
+        default=None, description="When each partition must be loaded; a missed one is alerted once."
+    )
     catchup: CatchupSpec = Field(default_factory=CatchupSpec)
     timeout_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
     # Where the sources load; None: the PostgreSQL warehouse (ETL_WAREHOUSE_URL).
@@ -1144,6 +1362,28 @@ class PipelineSpec(Strict):
                 for field, col in c.column_fields():
                     if col not in names:
                         raise ValueError(f"sources[{i}].checks[{j}].{field}: {missing_column(col, names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_supports_load(self) -> PipelineSpec:
+        """What a ClickHouse warehouse cannot do is a spec error, not a failed run."""
+        if not self.warehouse or self.warehouse.kind != "clickhouse":
+            return self
+        for i, s in enumerate(self.sources):
+            if s.load.strategy in ("append", "scd2"):
+                raise ValueError(
+                    f"sources[{i}].load.strategy: {s.load.strategy} is not supported on a ClickHouse "
+                    "warehouse; use upsert or delete_insert, or a PostgreSQL warehouse"
+                )
+            for j, c in enumerate(s.checks):
+                if c.store_failures:
+                    raise ValueError(
+                        f"sources[{i}].checks[{j}].store_failures is not supported on a ClickHouse warehouse"
+                    )
+            policy = s.schema_policy
+            if policy.on_type_change == "widen" or policy.on_missing_column == "keep":
+                what = "on_type_change: widen" if policy.on_type_change == "widen" else "on_missing_column: keep"
+                raise ValueError(f"sources[{i}].schema.{what} is not supported on a ClickHouse warehouse")
         return self
 
     @model_validator(mode="after")
