@@ -78,7 +78,9 @@ def secret_parts(value: str) -> set[str]:
             if re.fullmatch(CREDENTIAL_KEYS, key, re.IGNORECASE):
                 parts.add(raw)
     elif "=" in value and " " in value or value.lower().startswith("password="):
-        parts.update(m.group(1).strip("'") for m in _DSN_PASSWORD.finditer(value))
+        # A DSN's password words; a value that only looks like one (`Bearer abc==`) is masked whole.
+        dsn = [m.group(1).strip("'") for m in _DSN_PASSWORD.finditer(value)]
+        parts.update(dsn or [value])
     else:
         parts.add(value)
     forms: set[str] = set()

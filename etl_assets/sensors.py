@@ -15,6 +15,7 @@ import dagster as dg
 import psycopg
 
 from etl_assets import history, settings
+from etl_assets.secrets import redact
 from etl_assets.spec import PipelineSpec
 
 log = logging.getLogger("etl_assets")
@@ -115,7 +116,7 @@ def record_run(
             try:
                 outcome.report_path = render_status_report(instance, spec, outcome.as_record(), warehouse_url)
             except Exception as e:  # noqa: BLE001 - history must still be written
-                logger.warning(f"{spec.name}: could not render the {outcome.status} report: {e}")
+                logger.warning(f"{spec.name}: could not render the {outcome.status} report: {redact(str(e))}")
     with psycopg.connect(warehouse_url) as conn:
         history.migrate(conn)
         missed = history.missed_tick_note(conn, spec, run)

@@ -201,3 +201,28 @@ def test_a_short_key_echoed_by_the_server_is_masked_as_a_word(api: Api, monkeypa
     from etl_assets.secrets import redact
 
     assert redact("tabk9Qcase k9Q") == "tabk9Qcase ***"  # whole words only below 6 characters
+
+
+def test_a_header_value_with_spaces_and_equals_signs_is_masked_whole(api: Api, monkeypatch) -> None:
+    """`Bearer …==` looks like a DSN (a space and `=`) but holds no `password=`: mask it all."""
+    from etl_assets.secrets import redact
+
+    monkeypatch.setenv("AUTH_HEADER", "Bearer c2VjcmV0LXRva2VuLXZhbHVl==")
+    source(
+        kind="http", url=api.url + "/orders", timestamp_column="updated_at",
+        headers={"Authorization": "${AUTH_HEADER}"},
+    )
+    assert "c2VjcmV0LXRva2VuLXZhbHVl" not in redact("sent Bearer c2VjcmV0LXRva2VuLXZhbHVl== to the API")
+
+
+def test_the_warehouse_url_follows_the_connection_rules(monkeypatch) -> None:
+    """A ClickHouse URL may not hold a literal password anywhere; its `${ENV}` password is masked."""
+    from etl_assets.secrets import redact
+    from etl_assets.spec import SpecError
+    from etl_assets_tests.conftest import make_spec
+
+    with pytest.raises(SpecError, match="the URL holds a literal password"):
+        make_spec(warehouse={"kind": "clickhouse", "url": "clickhouse://ch:8123/db?password=hunter2"})
+    monkeypatch.setenv("CH_PW_TEST", "q7Z")
+    make_spec(warehouse={"kind": "clickhouse", "url": "clickhouse://etl:${CH_PW_TEST}@ch:8123/db"})
+    assert redact("authentication failed: password q7Z is wrong") == "authentication failed: password *** is wrong"
