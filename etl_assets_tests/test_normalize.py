@@ -157,6 +157,9 @@ _ANY_TEXT = st.one_of(
 )
 
 
+ZONE = "America/Sao_Paulo"
+
+
 def _decimal_value(text: str) -> decimal.Decimal | None:
     try:
         value = decimal.Decimal(text.strip())
@@ -178,6 +181,17 @@ def _assert_exact(type_: str, text: str, value: object) -> None:
     elif type_ == "boolean":
         assert value is (stripped.lower() in {"true", "t", "1", "yes", "y"})
         assert stripped.lower() in {"true", "t", "1", "yes", "y", "false", "f", "0", "no", "n"}
+    elif type_ == "timestamp":
+        # The instant the text names: with its own offset, else as wall-clock time in the zone.
+        parsed = pd.Timestamp(stripped)
+        if parsed.tzinfo is None:
+            parsed = parsed.tz_localize(ZONE)
+        assert isinstance(value, pd.Timestamp) and value.tzinfo is not None
+        assert value == parsed
+    elif type_ == "date":
+        assert value == pd.Timestamp(stripped).date()
+    else:
+        raise AssertionError(f"no exactness rule for {type_}")
 
 
 @settings(max_examples=300, deadline=None)
@@ -190,7 +204,7 @@ def test_any_text_casts_exactly_or_fails_naming_the_row(type_: str, text: str, p
     rows = [_FILLER[type_]] * 4
     rows[position] = text
     try:
-        out = _cast(pd.Series(rows, dtype="string"), type_, "c", "America/Sao_Paulo")
+        out = _cast(pd.Series(rows, dtype="string"), type_, "c", ZONE)
     except CastError as e:
         assert str(e).startswith(f"column 'c': 1 row(s) cannot be read as {type_}, e.g. {text!r}")
         assert str(e).endswith(f"(first at row {position + 1})")
