@@ -141,6 +141,7 @@ def alert_deadlines(
                 continue
             since = dt.datetime.fromisoformat(cursor[spec.name]) if spec.name in cursor else None
             loaded = _materialized(instance, spec)
+            all_sent = True
             for key, deadline in due(spec, now, since):
                 if key in loaded:
                     continue
@@ -148,14 +149,37 @@ def alert_deadlines(
                 if _claim(conn, spec.name, key, deadline, state, now):
                     command = f"etl-assets run {spec.name} --partition {key}"
                     alert = notify.deadline_missed_alert(spec.name, key, deadline, spec.timezone, state[1], command)
-                    notify.notify_alert(alert, [spec.notify], slack, email, log)
+                    if not _went_out(notify.notify_alert(alert, [spec.notify], slack, email, log)):
+                        # Nothing reached anyone: forget the claim, so the next tick tries again.
+                        _release(conn, spec.name, key, "alerted_at")
+                        all_sent = False
             for key, deadline in _recoveries(conn, spec, loaded, now):
                 last = _last_run(conn, spec.name, key)
                 how = f"run {last[0][:8]} loaded it" if last and last[1] == "success" else "it was loaded"
                 alert = notify.deadline_recovered_alert(spec.name, key, deadline, spec.timezone, how)
-                notify.notify_alert(alert, [spec.notify], slack, email, log)
-            new_cursor[spec.name] = now.isoformat()
+                if not _went_out(notify.notify_alert(alert, [spec.notify], slack, email, log)):
+                    _release(conn, spec.name, key, "recovered_at")
+            if all_sent:  # else the cursor stays, so the unsent partitions are due again
+                new_cursor[spec.name] = now.isoformat()
     return new_cursor
+
+
+def _went_out(sent: dict[str, bool]) -> bool:
+    """True when some channel took the alert, or the pipeline names no channel at all."""
+    return not sent or any(sent.values())
+
+
+def _release(conn: psycopg.Connection, pipeline: str, key: str, what: str) -> None:
+    """Undo a claim whose alert reached no one: the row for a missed deadline, the mark of a recovery."""
+    if what == "alerted_at":
+        conn.execute(
+            "DELETE FROM etl_meta.deadline_alerts WHERE pipeline = %s AND partition = %s", (pipeline, key)
+        )
+    else:
+        conn.execute(
+            "UPDATE etl_meta.deadline_alerts SET recovered_at = NULL WHERE pipeline = %s AND partition = %s",
+            (pipeline, key),
+        )
 
 
 def build_deadline_sensors(

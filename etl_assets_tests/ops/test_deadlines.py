@@ -158,3 +158,29 @@ def test_the_deadline_sensor_keeps_a_cursor(etl_env: dict[str, str], slack_stub:
     assert json.loads(cursor) == {"shop": "2025-03-16T13:31:00+00:00"}
     assert [t.splitlines()[0] for t in texts(slack_stub)] == ["⏰ DEADLINE MISSED: shop 2025-03-09"]
     assert build_deadline_sensors([make_spec()]) == []  # no pipeline has a deadline
+
+
+def test_an_alert_no_channel_took_is_sent_on_the_next_tick(etl_env: dict[str, str], slack_stub: SlackStub) -> None:
+    """Slack answering 500 must not mark the partition alerted: the next evaluation sends it."""
+    spec = make_spec(
+        partitions={"cadence": "weekly", "start": "2025-03-09"}, deadline={"at": "Mon 09:00"},
+        notify={"slack": {"channel": "#data", "api_url": slack_stub.base_url}},
+    )
+    wh = etl_env["ETL_WAREHOUSE_URL"]
+    slack = SlackNotifier(token=TOKEN, base_url=slack_stub.base_url)
+    after = dt.datetime(2025, 3, 17, 9, 1, tzinfo=NY)
+    with dg.instance_for_test() as instance:
+        slack_stub.reply_http(500)
+        cursor = alert_deadlines(instance, [spec], {}, after, warehouse_url=wh, slack=slack, email=None, log=LOG)
+        assert query(wh, "SELECT count(*) FROM etl_meta.deadline_alerts") == [(0,)]
+        slack_stub.reply_ok()
+        failed_posts = len(slack_stub.posts)
+        cursor = alert_deadlines(
+            instance, [spec], cursor, after + dt.timedelta(minutes=1), warehouse_url=wh, slack=slack, email=None, log=LOG
+        )
+        alert_deadlines(
+            instance, [spec], cursor, after + dt.timedelta(minutes=2), warehouse_url=wh, slack=slack, email=None, log=LOG
+        )
+    delivered = [t.splitlines()[0] for t in texts(slack_stub)[failed_posts:]]
+    assert delivered == ["⏰ DEADLINE MISSED: shop 2025-03-09"]
+    assert query(wh, "SELECT state FROM etl_meta.deadline_alerts") == [("not loaded",)]
