@@ -47,6 +47,10 @@ def test_every_layer_describes_itself_and_its_data(demo_env) -> None:
         assert a.kinds, key
     for source in spec.sources:
         assert source.name in specs[asset_key(spec.name, "raw", source.name)].description
+        for layer in LAYERS:  # the graph titles all four boxes after the source: they say their layer
+            a = specs[asset_key(spec.name, layer, source.name)]
+            assert a.description.startswith(f"{layer} · {source.name}:"), a.description
+            assert layer in a.kinds, (layer, a.kinds)
         assert {source.kind, "parquet"} <= specs[asset_key(spec.name, "raw", source.name)].kinds
         for layer, kinds in KINDS.items():
             assert kinds <= specs[asset_key(spec.name, layer, source.name)].kinds, (layer, source.name)
@@ -84,8 +88,12 @@ def test_every_layer_describes_itself_and_its_data(demo_env) -> None:
                 loaded["dagster/row_count"].value
             )
 
-    report = events[asset_key(spec.name, "report")].metadata["report"]
+    report_md = events[asset_key(spec.name, "report")].metadata
+    assert "dagster/row_count" not in report_md  # one report is not a row count
+    assert isinstance(report_md["report_path"], dg.TextMetadataValue)
+    report = report_md["report"]
     assert isinstance(report, dg.MarkdownMetadataValue)
     assert report.value.startswith(f"# {spec.report.title}")
-    assert f"`{key}`" in report.value.split("\n\n")[1]  # "**Partition** `<key>` · window …"
+    assert f"`{key}`" in report.value.split("\n\n")[1]  # "**week of …, São Paulo time** · `<key>`"
+    assert "São Paulo time" in report.value.split("\n\n")[1]
     assert "![" in report.value and "](data:image/png;base64," in report.value

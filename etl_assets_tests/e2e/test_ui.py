@@ -102,6 +102,12 @@ def test_asset_group_graph_shows_every_layer_of_every_source(services: DagsterSe
     for name in sources:
         expect(canvas.get_by_text(name, exact=True)).to_have_count(4)
     expect(canvas.get_by_text("report", exact=True)).to_have_count(1)
+    # The four boxes of a source are told apart by their layer, written on each box.
+    boxes = canvas.locator("foreignObject")
+    for name in sources:
+        of_source = boxes.filter(has=page.get_by_text(name, exact=True))
+        for layer in LAYERS:
+            expect(of_source.filter(has=page.get_by_text(layer, exact=True))).to_have_count(1)
     shoot(page, "01-asset-graph")
 
     boxes, edges = graph_edges(page)
@@ -112,10 +118,12 @@ def test_asset_group_graph_shows_every_layer_of_every_source(services: DagsterSe
     for s in sources:
         chain = [f"demo_sales/{layer}/{s}" for layer in LAYERS] + ["demo_sales/report"]
         chains |= set(zip(chain, chain[1:]))
-    # A relationship check reads the other source's loaded table: one more arrow each.
+    # A blocking relationship check waits for the other source's load: one more arrow each
+    # (a warn one reads what the warehouse holds and waits for nothing).
     related = {
         (f"demo_sales/loaded/{c.to.source}", f"demo_sales/validated/{s.name}")
-        for s in spec.sources for c in s.checks if getattr(c, "type", None) == "relationship"
+        for s in spec.sources for c in s.checks
+        if getattr(c, "type", None) == "relationship" and c.severity != "warn"
     }
     assert edges == chains | related
     # Left to right: raw, normalized, validated, loaded, report.
@@ -334,8 +342,13 @@ def test_report_markdown_renders_on_the_report_asset(services: DagsterServices, 
     page.get_by_text("[Show Markdown]").first.click()
     report = page.get_by_role("dialog")
     expect(report.get_by_role("heading", name=spec.report.title)).to_be_visible()
-    shown = re.search(r"Partition (\S+)", report.inner_text()).group(1)
-    assert shown in (launched.partition, *launched.backfill_keys)
+    # The window in words, in the pipeline's time, when it was made and by which run.
+    text = report.inner_text()
+    assert re.search(r"weeks? of \d{1,2} \w{3} \d{4}.*, São Paulo time", text), text[:300]
+    assert re.search(r"Generated \d{1,2} \w{3} \d{4}, \d\d:\d\d São Paulo time", text), text[-300:]
+    run_link = report.get_by_role("link", name=re.compile(r"^run [0-9a-f]{8}$"))
+    expect(run_link).to_have_count(1)
+    assert re.search(r"/runs/[0-9a-f-]{36}$", run_link.get_attribute("href") or "")
     for kpi in spec.report.kpis:
         expect(report.get_by_role("heading", name=kpi.title or kpi.name)).to_be_visible()
     # The revenue-by-category KPI table, with a row per category.
@@ -343,6 +356,12 @@ def test_report_markdown_renders_on_the_report_asset(services: DagsterServices, 
     expect(table).to_have_count(1)
     expect(table.get_by_role("columnheader", name="revenue")).to_be_visible()
     assert table.get_by_role("row").count() >= 2
+    # Money as a reader writes it: thousands separated, two decimals.
+    revenues = table.get_by_role("row").nth(1).get_by_role("cell").nth(2).inner_text()
+    assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", revenues), revenues
+    # Top customers by name, not by ID.
+    customers = report.get_by_role("table").filter(has=page.get_by_role("columnheader", name="customer"))
+    expect(customers).to_have_count(1)
     # Each KPI chart: an embedded PNG the browser decoded, under the KPI's title.
     charts = [kpi for kpi in spec.report.kpis if kpi.chart]
     assert charts
