@@ -27,3 +27,14 @@ def warehouse_url() -> str | None:
 
 def dagster_yaml() -> Path:
     return PROJECT_ROOT / "dagster.yaml"
+
+
+def memory_mb() -> int | None:
+    """The instance's memory limit per step process (ETL_MEMORY_MB), for pipelines that set
+    none in `resources.memory_mb`; None: unlimited."""
+    value = os.environ.get("ETL_MEMORY_MB", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(f"ETL_MEMORY_MB must be a whole number of megabytes above 0, not {value!r}")
+    return int(value)
