@@ -23,6 +23,7 @@ from etl_assets.normalize import infer_type, normalize
 from etl_assets.partitions import partitions_def, window_for
 from etl_assets.report import SourceSummary, markdown_table
 from etl_assets.errors import classified
+from etl_assets.ops.memory import bounded
 from etl_assets.history import step_metrics, usage
 from etl_assets.settings import storage_dir
 from etl_assets.secrets import MissingSecret
@@ -115,14 +116,15 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
 
     @dg.asset(
         key=keys["raw"],
-        description=f"Rows of {S} read from its {source.kind} source, one file per window.",
-        kinds={source.kind, "parquet"},
+        description=f"raw · {S}: rows read from its {source.kind} source, one file per window.",
+        kinds={"raw", source.kind, "parquet"},
         io_manager_key="parquet_io",
         retry_policy=retry,
         pool=source.pool_name,
         metadata={"source_kind": source.kind},
         **common,
     )
+    @bounded(spec, S)
     def raw(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
         started = usage()
         values, inputs = {}, {}
@@ -173,12 +175,13 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
 
     @dg.asset(
         key=keys["normalized"],
-        description=f"{S} with the spec's names and types, UTC timestamps, de-duplicated and hashed.",
-        kinds={"pandas", "parquet"},
+        description=f"normalized · {S}: the spec's names and types, UTC timestamps, de-duplicated and hashed.",
+        kinds={"normalized", "pandas", "parquet"},
         io_manager_key="parquet_io",
         ins={"raw": dg.AssetIn(keys["raw"])},
         **common,
     )
+    @bounded(spec, S)
     def normalized(context: dg.AssetExecutionContext, raw: PartitionFrames) -> dg.Output:
         started = usage()
         frames, stats, lineage = {}, {}, {}
@@ -216,6 +219,7 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
         )
 
     quarantines = any(c.severity == "quarantine" for c in source.checks)
+    stores_failures = any(c.store_failures for c in source.checks)
     referenced = {c.to.source for c in source.checks if getattr(c, "type", None) == "relationship"}
     # Only checks that change what loads wait for their source's load: a warn relationship
     # checks against what the warehouse holds, so a failed source cannot skip this one.
@@ -225,14 +229,15 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
 
     @dg.asset(
         key=keys["validated"],
-        description=f"{S} after its great-expectations checks; failing error checks stop the load.",
-        kinds={"great_expectations", "parquet"},
+        description=f"validated · {S}: after its great-expectations checks; failing error checks stop the load.",
+        kinds={"validated", "great_expectations", "parquet"},
         io_manager_key="parquet_io",
         ins={"normalized": dg.AssetIn(keys["normalized"])},
         deps=[asset_key(P, "loaded", name) for name in related],
         check_specs=quality.check_specs(keys["validated"], source),
         **common,
     )
+    @bounded(spec, S)
     def validated(context: dg.AssetExecutionContext, normalized: PartitionFrames, warehouse: WarehouseResource):
         started = usage()
         with classified(context, pipeline=P, source=S, partitions=list(context.partition_keys), policy=None):
@@ -272,9 +277,11 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             if quarantines:
                 write_frame(side_path(base, P, "quarantine", S, k, "parquet"), result.quarantine)
                 quarantined[k] = len(result.quarantine)
+            if stores_failures:  # loaded writes them to <table>__failures with the partition
+                write_frame(side_path(base, P, "failures", S, k, "parquet"), result.failures)
         merged = quality.merge_outcomes(list(per_partition.values()))
-        warned = [o.name for o in merged if not o.passed and o.severity in ("warn", "quarantine")]
-        failed = [o.name for o in merged if not o.passed and o.severity == "error"]
+        warned = [o.name for o in merged if not o.passed and not o.blocks]
+        failed = [o.name for o in merged if o.blocks]
 
         yield dg.Output(
             written,
@@ -291,19 +298,20 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
             },
         )
         for outcome in merged:
-            yield quality.check_result(keys["validated"], outcome, list(context.partition_keys))
+            yield quality.check_result(keys["validated"], outcome, list(context.partition_keys), per_partition)
         if failed:
             context.log.error(f"{P}/{S}: blocking check(s) failed: {', '.join(failed)}; not loading")
 
     @dg.asset(
         key=keys["loaded"],
-        description=f"{S} upserted into the warehouse table {target}, idempotently per window.",
-        kinds={warehouse_kind(spec)},
+        description=f"loaded · {S}: upserted into the warehouse table {target}, idempotently per window.",
+        kinds={"loaded", warehouse_kind(spec)},
         ins={"validated": dg.AssetIn(keys["validated"])},
         retry_policy=retry,
         metadata={"dagster/table_name": target, "load_strategy": source.load.strategy},
         **common,
     )
+    @bounded(spec, S)
     def loaded(
         context: dg.AssetExecutionContext, validated: PartitionFrames, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
@@ -318,14 +326,22 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                     if types is None and not source.columns and not len(frame.columns):
                         by_partition[k] = LoadCounts(k).as_dict()  # nothing extracted, nothing known
                         continue
+                    drift = []
                     if types is None:
                         types = column_types(source, frame)
-                        wh.ensure_table(
-                            conn, target, types, source.primary_key, quarantine=quarantines, not_null=not_null
+                        drift = wh.ensure_table(
+                            conn, target, types, source.primary_key, quarantine=quarantines, not_null=not_null,
+                            strategy=source.load.strategy, failures=stores_failures, policy=source.schema_policy,
                         )
+                        # schema.on_new_column: ignore leaves a new column out of the load.
+                        types = {c: t for c, t in types.items() if c not in {e.column for e in drift if e.change == "ignored"}}
                     q = (
                         read_frame(side_path(storage_dir(), P, "quarantine", S, k, "parquet"))
                         if quarantines else None
+                    )
+                    failing = (
+                        read_frame(side_path(storage_dir(), P, "failures", S, k, "parquet"))
+                        if stores_failures else None
                     )
                     counts = wh.load_partition(
                         conn,
@@ -339,7 +355,13 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                         quarantine=q,
                         delete_missing=source.load.delete_missing,
                         on_missing_column=source.schema_policy.on_missing_column,
+                        failures=failing,
+                        window_start=window_for(pdef, k).start,
+                        timestamp_column=source.timestamp_column,
                     )
+                    counts.drift = [e.as_dict() for e in drift] + counts.drift
+                    for e in drift:
+                        context.log.warning(f"{P}/{S} schema drift: {e.sentence(target)}")
                     by_partition[k] = counts.as_dict()
                     if preview.empty:
                         preview = frame.head(PREVIEW_ROWS)
@@ -364,6 +386,10 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
                 "deleted": dg.MetadataValue.int(total["deleted"]),
                 "quarantined": dg.MetadataValue.int(total["quarantined"]),
                 "counts_by_partition": dg.MetadataValue.json(by_partition),
+                # Columns added, left out, gone or widened, with the types before and after.
+                "schema_drift": dg.MetadataValue.json(
+                    [{"partition": k, **e} for k, c in by_partition.items() for e in c.get("drift", [])]
+                ),
                 **step_metrics(started),
             }
         )
@@ -405,26 +431,100 @@ def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any
         deleted=counts.get("deleted"),
         quarantined=counts.get("quarantined"),
         checks=(val.get("checks_by_partition") or {}).get(k, []),
+        versions_opened=counts.get("versions_opened"),
+        versions_closed=counts.get("versions_closed"),
+        failures_stored=counts.get("failures_stored"),
+        drift=counts.get("drift") or [],
     )
 
 
-def row_trend(wh: Any, spec: PipelineSpec, key: str, last: int = 12) -> dict[str, list[tuple[str, int]]]:
-    """Rows per partition in each loaded table, for the last `last` partitions up to `key`."""
+def row_trend(
+    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, key: str, last: int = 12
+) -> dict[str, list[tuple[str, int]]]:
+    """Rows each source loaded for each of the last `last` partitions up to `key`, full sources
+    included, from the newest materialization of each partition."""
+    keys = pdef.get_partition_keys()
+    wanted = keys[max(0, keys.index(key) - last + 1): keys.index(key) + 1] if key in keys else [key]
     trend: dict[str, list[tuple[str, int]]] = {}
     for s in spec.sources:
-        target = spec.target(s)
-        if s.mode == "full":
-            continue  # a full source's rows do not belong to partitions
-        if not wh.table_exists(target):
-            continue
-        counts = wh.partition_counts(target, key, last, inclusive=True)
-        trend[s.name] = list(reversed(counts))
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key(spec.name, "loaded", s.name), asset_partitions=wanted),
+            limit=len(wanted) * 20,
+        ).records
+        counts: dict[str, int] = {}
+        for r in records:  # newest first: the first one seen for a partition is its latest
+            k = r.partition_key
+            mat = r.asset_materialization
+            if k in counts or mat is None or "counts_by_partition" not in mat.metadata:
+                continue
+            c = (getattr(mat.metadata["counts_by_partition"], "value", {}) or {}).get(k) or {}
+            counts[k] = sum(int(c.get(f) or 0) for f in ("inserted", "updated", "unchanged"))
+        trend[s.name] = [(k, counts[k]) for k in wanted if k in counts]
     return trend
 
 
 def warehouse_kind(spec: PipelineSpec) -> str:
     """`postgres` or `clickhouse`: where `spec`'s sources load."""
     return spec.warehouse.kind if spec.warehouse else "postgres"
+
+
+def kpi_frames(wh: Any, spec: PipelineSpec, start: Any, end: Any, *, strict: bool = True) -> list[tuple[Any, pd.DataFrame]]:
+    """Each KPI over [start, end); `strict=False` leaves out a KPI that fails, so a failure
+    report still renders."""
+    out = []
+    for kpi in spec.report.kpis:
+        try:
+            out.append((kpi, wh.query(kpi.sql, {"window_start": start, "window_end": end})))
+        except Exception:  # noqa: BLE001 - see strict
+            if strict:
+                raise
+    return out
+
+
+def report_run(run_id: str) -> report_mod.ReportRun:
+    """When this report is made and the run's page in the UI (ETL_WEBSERVER_URL)."""
+    import datetime as dt
+
+    from etl_assets.sensors import webserver_url
+
+    return report_mod.ReportRun(
+        generated_at=dt.datetime.now(dt.timezone.utc), run_id=run_id,
+        run_url=f"{webserver_url().rstrip('/')}/runs/{run_id}",
+    )
+
+
+def render_partition(
+    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, wh: Any, k: str, run: report_mod.ReportRun,
+    summaries: list[SourceSummary], *, status: str = "success", status_reason: str = "", strict: bool = True,
+) -> tuple[str, report_mod.RenderedReport]:
+    """Render and write partition `k`'s report, its KPIs against the previous partition's."""
+    window = window_for(pdef, k)
+    kpis = kpi_frames(wh, spec, window.start, window.end, strict=strict)
+    keys = pdef.get_partition_keys()
+    previous = None
+    if k in keys and keys.index(k) > 0:
+        before = window_for(pdef, keys[keys.index(k) - 1])
+        previous = (before, kpi_frames(wh, spec, before.start, before.end, strict=False))
+    trend = row_trend(instance, spec, pdef, k)
+    md, page = report_mod.render(
+        spec, window, kpis, summaries, status=status, status_reason=status_reason, trend=trend,
+        previous=previous, run=run,
+    )
+    return md, report_mod.write(storage_dir(), spec.name, k, md, page)
+
+
+def render_range_report(
+    instance: dg.DagsterInstance, spec: PipelineSpec, wh: Any, keys: list[str], run: report_mod.ReportRun
+) -> report_mod.RenderedReport:
+    """One report over `keys` (consecutive partitions), written as `<first>_<last>`."""
+    from etl_assets.report_range import render_range
+
+    pdef = partitions_def(spec)
+    windows = [window_for(pdef, k) for k in keys]
+    kpis = kpi_frames(wh, spec, windows[0].start, windows[-1].end)
+    per_partition = {k: [source_summary(instance, spec, s, k) for s in spec.sources] for k in keys}
+    md, page = render_range(spec, windows, kpis, per_partition, run=run)
+    return report_mod.write(storage_dir(), spec.name, f"{keys[0]}_{keys[-1]}", md, page)
 
 
 def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
@@ -434,41 +534,60 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=asset_key(P, "report"),
-        description=f"The {P} report per window: KPIs, per-source counts and check outcomes.",
+        description=f"report · {P}: KPIs against the previous window, per-source counts and check outcomes, "
+        "rendered per window (and over the range of a backfill).",
         kinds={"html", "markdown"},
         deps=deps,
         retry_policy=report_retry,
         **_common(spec, pdef),
     )
+    @bounded(spec)
     def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = usage()
-        with classified(context, pipeline=P, source=None, partitions=list(context.partition_keys), policy=report_retry):
+        keys = list(context.partition_keys)
+        run = report_run(context.run_id)
+        with classified(context, pipeline=P, source=None, partitions=keys, policy=report_retry):
             wh = warehouse.for_pipeline(spec)
         paths, last_md = {}, ""
-        for k in context.partition_keys:
-            window = window_for(pdef, k)
-            params = {"window_start": window.start, "window_end": window.end}
-            with classified(context, pipeline=P, source=None, partitions=[k], policy=report_retry):
-                kpis = [(kpi, wh.query(kpi.sql, params)) for kpi in spec.report.kpis]
+        for k in keys:
             summaries = [source_summary(context.instance, spec, s, k) for s in spec.sources]
             with classified(context, pipeline=P, source=None, partitions=[k], policy=report_retry):
-                trend = row_trend(wh, spec, k)
-            md, page = report_mod.render(spec, window, kpis, summaries, trend=trend)
-            written = report_mod.write(storage_dir(), P, k, md, page)
+                last_md, written = render_partition(context.instance, spec, pdef, wh, k, run, summaries)
             paths[k] = {"html": written.html_path, "md": written.md_path}
-            last_md = md
-        last = paths[context.partition_keys[-1]]
+        shown = paths[keys[-1]]
+        if len(keys) > 1:  # a backfill's range, read as one report
+            with classified(context, pipeline=P, source=None, partitions=keys, policy=report_retry):
+                ranged = render_range_report(context.instance, spec, wh, keys, run)
+            last_md, shown = ranged.markdown, {"html": ranged.html_path, "md": ranged.md_path}
         return dg.MaterializeResult(
             metadata={
+                # The rendered report itself: a local path is nothing a browser can open.
                 "report": dg.MetadataValue.md(last_md),
-                "report_path": dg.MetadataValue.path(last["html"]),
+                "report_path": dg.MetadataValue.text(shown["html"]),
                 "report_paths": dg.MetadataValue.json(paths),
-                "dagster/row_count": dg.MetadataValue.int(len(paths)),
                 **step_metrics(started),
             }
         )
 
     return report
+
+
+def _failure_reason(spec: PipelineSpec, record: dict[str, Any]) -> str:
+    """Each failed source with the check or step that failed it and why, in full."""
+    from etl_assets.runner import check_cause
+
+    declared = {(s.name, quality.check_name(c)): c for s in spec.sources for c in s.checks}
+    parts = []
+    for name, s in record["sources"].items():
+        if s["status"] == "success":
+            continue
+        blocking = [c for c in s.get("checks") or [] if not c.get("passed") and c.get("severity") == "error"]
+        for c in blocking:
+            where = f" in {c['partition']}" if c.get("partition") else ""
+            parts.append(f"{name}: blocking check {c['name']} failed{where}: {check_cause(c, declared.get((name, c['name'])))}")
+        if not blocking:
+            parts.append(f"{name} {s['status']}" + (f": {s['error']}" if s.get("error") else ""))
+    return "; ".join(parts) or (record.get("error_summary") or "the run failed")
 
 
 def render_status_report(
@@ -477,37 +596,31 @@ def render_status_report(
     """The report of a run that did not finish cleanly, marked PARTIAL or FAILED at the top.
 
     The `report` asset never runs after an upstream failure, so the run-finished handler
-    renders this one; it lists which sources are missing and why. `warehouse_url` is the
-    PostgreSQL warehouse; a pipeline with its own `warehouse:` block reads its KPIs there.
+    renders this one; it names each failing check or step and its cause, and still lists the
+    failed sources' checks. `warehouse_url` is the PostgreSQL warehouse; a pipeline with its
+    own `warehouse:` block reads its KPIs there.
     """
+    import datetime as dt
+
     pdef = partitions_def(spec)
     failed = {n: s for n, s in record["sources"].items() if s["status"] != "success"}
-    reason = "; ".join(
-        f"{n} {s['status']}" + (f": {s['error']}" if s.get("error") else "") for n, s in failed.items()
-    ) or (record.get("error_summary") or "the run failed")
+    reason = _failure_reason(spec, record)
     wh = open_warehouse(spec.warehouse, warehouse_url)
+    run = report_mod.ReportRun(dt.datetime.now(dt.timezone.utc), record.get("run_id"), record.get("run_url"))
     path = None
     for k in record["partitions"]:
-        window = window_for(pdef, k)
-        params = {"window_start": window.start, "window_end": window.end}
-        kpis = []
-        for kpi in spec.report.kpis:
-            try:
-                kpis.append((kpi, wh.query(kpi.sql, params)))
-            except Exception:  # noqa: BLE001 - a broken KPI must not hide the failure report
-                continue
         summaries = []
         for s in spec.sources:
             if s.name in failed:
-                summaries.append(
-                    SourceSummary(name=s.name, status=failed[s.name]["status"], error=failed[s.name].get("error"))
-                )
+                f = failed[s.name]
+                checks = [c for c in f.get("checks") or [] if c.get("partition") in (k, None)]
+                summaries.append(SourceSummary(name=s.name, status=f["status"], error=f.get("error"), checks=checks))
             else:
                 summaries.append(source_summary(instance, spec, s, k))
-        md, page = report_mod.render(
-            spec, window, kpis, summaries, status=record["status"], status_reason=reason
+        _, written = render_partition(
+            instance, spec, pdef, wh, k, run, summaries, status=record["status"], status_reason=reason, strict=False
         )
-        path = report_mod.write(storage_dir(), spec.name, k, md, page).html_path
+        path = written.html_path
     return path
 
 

@@ -3,7 +3,12 @@
 Column checks, `expectation` (any GX expectation by name) and the column-set part of `schema`
 run through GX. `relationship` and `row_count_anomaly` need the warehouse and `freshness` the
 partition's window, so they are evaluated here directly. Rows failing a check with severity
-`quarantine` are set aside instead of blocking the load.
+`quarantine` are set aside instead of blocking the load; those failing a `store_failures` check
+are kept for `<table>__failures` and load all the same.
+
+A graded check (`warn_if`, `error_if`) passes, warns or blocks by how many of the partition's
+rows fail it. Its Dagster check is blocking only with `error_if`; below that threshold its
+result carries severity WARN, which Dagster 1.13 does not treat as blocking.
 
 great_expectations is imported inside functions: it takes seconds to import and only
 validation steps need it, so definition loading stays fast.
@@ -36,6 +41,7 @@ from etl_assets.spec import (
     check_name,
     missing_column,
     parse_duration,
+    parse_threshold,
 )
 
 SAMPLE_SIZE = 10
@@ -57,8 +63,16 @@ class CheckOutcome:
     samples: list[Any] = field(default_factory=list)
     observed: Any = None
     message: str | None = None
+    # Graded checks: pass | warn | error, and the threshold crossed (`error_if > 1%`).
+    grade: str | None = None
+    threshold: str | None = None
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.severity == "error" and self.grade != "warn"
 
     def merge(self, other: CheckOutcome) -> CheckOutcome:
+        worst = max(self, other, key=lambda o: _GRADES.index(o.grade or "pass"))
         return CheckOutcome(
             self.name,
             self.severity,
@@ -69,12 +83,16 @@ class CheckOutcome:
             (self.samples + other.samples)[:SAMPLE_SIZE],
             other.observed if other.observed is not None else self.observed,
             "; ".join(m for m in (self.message, other.message) if m) or None,
+            worst.grade,
+            worst.threshold,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "severity": self.severity,
+            # What this result is: a graded error check that only warned is a warning.
+            "severity": "warn" if self.grade == "warn" else self.severity,
+            "declared_severity": self.severity,
             "passed": self.passed,
             "description": self.description,
             "unexpected_count": self.unexpected_count,
@@ -82,7 +100,43 @@ class CheckOutcome:
             "samples": [_jsonable(v) for v in self.samples],
             "observed": _jsonable(self.observed),
             "message": self.message,
+            "grade": self.grade,
+            "threshold": self.threshold,
         }
+
+
+_GRADES = ["pass", "warn", "error"]
+
+
+def _crossed(threshold: str, failing: int, rows: int) -> bool:
+    op, value, share = parse_threshold(threshold)
+    amount = (100.0 * failing / rows if rows else 0.0) if share else float(failing)
+    return amount >= value if op == ">=" else amount > value
+
+
+def grade(check: Any, outcome: CheckOutcome, rows: int) -> CheckOutcome:
+    """A graded check's outcome by how many of the partition's `rows` failed it.
+
+    Above error_if it blocks; above warn_if (or, with only error_if, any failing row) it warns;
+    otherwise it passes, whatever number of rows failed below the thresholds.
+    """
+    if not check.graded:
+        return outcome
+    failing = outcome.unexpected_count
+    level, threshold = "pass", None
+    if check.error_if is not None and _crossed(check.error_if, failing, rows):
+        level, threshold = "error", f"error_if {check.error_if}"
+    elif check.warn_if is not None and _crossed(check.warn_if, failing, rows):
+        level, threshold = "warn", f"warn_if {check.warn_if}"
+    elif check.warn_if is None and failing:
+        level, threshold = "warn", "any failing row (no warn_if)"
+    outcome.grade, outcome.threshold = level, threshold
+    outcome.passed = level == "pass"
+    if threshold:
+        share = f" ({100.0 * failing / rows:.3g}% of {rows})" if rows else ""
+        note = f"{failing} failing row(s){share} crossed {threshold}"
+        outcome.message = "; ".join(m for m in (note, outcome.message) if m)
+    return outcome
 
 
 @dataclass
@@ -93,6 +147,8 @@ class PartitionQuality:
     quarantine: pd.DataFrame  # the failing rows, with _check and _reason
     keep: np.ndarray  # boolean mask of rows that load
     document: dict[str, Any]
+    # Rows failing store_failures checks, with _check and _reason: for <table>__failures.
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -149,8 +205,11 @@ def check_specs(asset_key: dg.AssetKey, source: Any) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             name=check_name(c),
             asset=asset_key,
-            description=f"[{c.severity}] {describe(c, source.primary_key)}",
-            blocking=c.severity == "error",
+            description=f"[{c.severity}] {describe(c, source.primary_key)}" + (
+                f" (warn_if {c.warn_if or '> 0'}" + (f", error_if {c.error_if}" if c.error_if else "") + ")"
+                if c.graded else ""
+            ),
+            blocking=c.blocking,
         )
         for c in source.checks
     ]
@@ -436,8 +495,13 @@ def _gx_outcome(check: Any, source: Any, frame: pd.DataFrame, res: Any) -> tuple
     return o, mask
 
 
-# A failing quarantine check's rows to set aside and the reason they carry.
+# A failing quarantine or store_failures check's rows and the reason they carry.
 Failing = dict[str, tuple[np.ndarray, str]]
+
+
+def _collects(check: Any) -> bool:
+    """Whether a check's failing rows are wanted: to set aside, or to store."""
+    return check.severity == "quarantine" or check.store_failures
 
 
 def _set_aside(check: Any, source: Any, mask: np.ndarray, why: str | None = None) -> tuple[np.ndarray, str]:
@@ -455,17 +519,17 @@ def _evaluate(frame: pd.DataFrame, source: Any, ctx: CheckContext) -> tuple[dict
             runnable.append(check)
             continue
         outcomes[check_name(check)] = _not_run(check, source, frame, problem)
-        if check.severity == "quarantine":
+        if _collects(check):
             failing[check_name(check)] = _set_aside(check, source, np.ones(len(frame), dtype=bool), problem)
     gx_checks = [c for c in runnable if not isinstance(c, _LOCAL)]
     document: dict[str, Any] = {}
     if gx_checks:
-        complete = any(c.severity == "quarantine" for c in gx_checks)
+        complete = any(_collects(c) for c in gx_checks)
         results, document = _run_gx(frame, source, gx_checks, complete)
         for check in gx_checks:
             o, mask = _gx_outcome(check, source, frame, results.get(check_name(check)))
             outcomes[o.name] = o
-            if check.severity == "quarantine" and not o.passed:
+            if _collects(check) and not o.passed:
                 # No row passed a check that could not run, so none loads unverified.
                 failing[o.name] = (
                     _set_aside(check, source, mask) if mask is not None
@@ -477,7 +541,7 @@ def _evaluate(frame: pd.DataFrame, source: Any, ctx: CheckContext) -> tuple[dict
         elif isinstance(check, RelationshipCheck):
             o, bad = _relationship(check, source, frame, ctx)
             outcomes[o.name] = o
-            if check.severity == "quarantine" and bad.any():
+            if _collects(check) and bad.any():
                 failing[o.name] = _set_aside(check, source, bad)
         elif isinstance(check, RowCountAnomalyCheck):
             outcomes[check_name(check)] = _anomaly(check, source, frame, ctx)
@@ -492,22 +556,14 @@ def run_checks(frame: pd.DataFrame, source: Any, ctx: CheckContext | None = None
     keep = np.ones(len(frame), dtype=bool)
     empty_q = frame.iloc[0:0].assign(_check=pd.Series(dtype="string"), _reason=pd.Series(dtype="string"))
     if not source.checks:
-        return PartitionQuality([], empty_q, keep, {})
+        return PartitionQuality([], empty_q, keep, {}, empty_q)
     outcomes, failing, document = _evaluate(frame, source, ctx)
-    ordered = [outcomes[check_name(c)] for c in source.checks]
-    quarantine = empty_q
-    if failing:
-        names = [n for n in map(check_name, source.checks) if n in failing]  # the spec's order
-        any_bad = np.logical_or.reduce([failing[n][0] for n in names])
-        keep = ~any_bad
-        checks, reasons = [], []
-        for i in np.flatnonzero(any_bad):
-            hit = [n for n in names if failing[n][0][i]]
-            checks.append(", ".join(hit))
-            reasons.append("; ".join(failing[n][1] for n in hit))
-        quarantine = frame.iloc[np.flatnonzero(any_bad)].assign(
-            _check=pd.array(checks, dtype="string"), _reason=pd.array(reasons, dtype="string")
-        ).reset_index(drop=True)
+    ordered = [grade(c, outcomes[check_name(c)], len(frame)) for c in source.checks]
+    set_aside = {n: failing[n] for c in source.checks if c.severity == "quarantine" and (n := check_name(c)) in failing}
+    stored = {n: failing[n] for c in source.checks if c.store_failures and (n := check_name(c)) in failing}
+    quarantine = _failing_rows(frame, source, set_aside, empty_q)
+    if set_aside:
+        keep = ~np.logical_or.reduce([mask for mask, _ in set_aside.values()])
     document = {
         "partition": ctx.partition,
         "source": source.name,
@@ -516,7 +572,23 @@ def run_checks(frame: pd.DataFrame, source: Any, ctx: CheckContext | None = None
         "rows": len(frame),
         "rows_quarantined": int((~keep).sum()),
     }
-    return PartitionQuality(ordered, quarantine, keep, document)
+    return PartitionQuality(ordered, quarantine, keep, document, _failing_rows(frame, source, stored, empty_q))
+
+
+def _failing_rows(frame: pd.DataFrame, source: Any, failing: Failing, empty: pd.DataFrame) -> pd.DataFrame:
+    """The rows any of `failing`'s checks fail, once each, naming every check and reason."""
+    if not failing:
+        return empty
+    names = [n for n in map(check_name, source.checks) if n in failing]  # the spec's order
+    any_bad = np.logical_or.reduce([failing[n][0] for n in names])
+    checks, reasons = [], []
+    for i in np.flatnonzero(any_bad):
+        hit = [n for n in names if failing[n][0][i]]
+        checks.append(", ".join(hit))
+        reasons.append("; ".join(failing[n][1] for n in hit))
+    return frame.iloc[np.flatnonzero(any_bad)].assign(
+        _check=pd.array(checks, dtype="string"), _reason=pd.array(reasons, dtype="string")
+    ).reset_index(drop=True)
 
 
 def merge_outcomes(per_partition: list[list[CheckOutcome]]) -> list[CheckOutcome]:
@@ -527,17 +599,36 @@ def merge_outcomes(per_partition: list[list[CheckOutcome]]) -> list[CheckOutcome
     return list(merged.values())
 
 
-def check_result(asset_key: dg.AssetKey, outcome: CheckOutcome, partitions: list[str]) -> dg.AssetCheckResult:
-    severity = dg.AssetCheckSeverity.ERROR if outcome.severity == "error" else dg.AssetCheckSeverity.WARN
+def check_result(
+    asset_key: dg.AssetKey, outcome: CheckOutcome, partitions: list[str],
+    per_partition: dict[str, list[CheckOutcome]] | None = None,
+) -> dg.AssetCheckResult:
+    """One result for the run's partitions. Dagster 1.13's AssetCheckResult takes no partition,
+    so each partition's counts go in the metadata, and `unexpected_per_partition` plots a
+    4-week backfill on the same scale as a 1-week run."""
+    # A graded check that only warns reports WARN, which does not block even a blocking check.
+    blocking = outcome.severity == "error" and outcome.grade != "warn"
+    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+    mine = {k: o for k, v in (per_partition or {}).items() for o in v if o.name == outcome.name}
     metadata = {
         "unexpected_count": dg.MetadataValue.int(outcome.unexpected_count),
         "element_count": dg.MetadataValue.int(outcome.element_count),
         "sample_values": dg.MetadataValue.json([_jsonable(v) for v in outcome.samples]),
         "observed_value": dg.MetadataValue.text(json.dumps(_jsonable(outcome.observed), default=str)),
         "partitions": dg.MetadataValue.text(", ".join(partitions)),
+        "partition_count": dg.MetadataValue.int(len(partitions)),
+        "unexpected_per_partition": dg.MetadataValue.float(outcome.unexpected_count / max(len(partitions), 1)),
     }
+    if mine:
+        metadata["by_partition"] = dg.MetadataValue.json(
+            {k: {"passed": o.passed, "unexpected_count": o.unexpected_count, "element_count": o.element_count}
+             for k, o in mine.items()}
+        )
     if outcome.message:
         metadata["message"] = dg.MetadataValue.text(outcome.message)
+    if outcome.grade:
+        metadata["grade"] = dg.MetadataValue.text(outcome.grade)
+        metadata["threshold"] = dg.MetadataValue.text(outcome.threshold or "none crossed")
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=outcome.name,

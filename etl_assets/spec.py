@@ -1241,13 +1241,7 @@ class WarehouseSpec(Strict):
     def _url(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", v)
-        if m and m.group(1) and not ENV_REF.fullmatch(m.group(1)):
-            raise ValueError(
-                "the URL holds a literal password: reference an environment variable instead, "
-                "e.g. clickhouse://etl:${CLICKHOUSE_PASSWORD}@host:8123/db"
-            )
-        return v
+        return _no_literal_secret_in_url(v, "clickhouse://etl:${CLICKHOUSE_PASSWORD}@host:8123/db")
 
     @model_validator(mode="after")
     def _kind_url(self) -> WarehouseSpec:

@@ -41,9 +41,12 @@ import pyarrow as pa
 
 from etl_assets.secrets import redact
 from etl_assets.sources.base import SourceDataError, TransientSourceError
+from etl_assets.spec import SchemaPolicySpec
 from etl_assets.sqlutil import _TOKEN, UnknownParameter
 from etl_assets.warehouse import (
+    REPLACING,
     BaseWarehouse,
+    DriftEvent,
     LoadCounts,
     MissingColumnPolicy,
     lock_key,
@@ -489,7 +492,15 @@ class ClickHouseWarehouse(BaseWarehouse):
         *,
         quarantine: bool = False,
         not_null: Collection[str] = (),
-    ) -> None:
+        strategy: str = "upsert",
+        failures: bool = False,
+        policy: SchemaPolicySpec | None = None,
+    ) -> list[DriftEvent]:
+        # append, scd2, store_failures and widening are PostgreSQL-only: the spec refuses them.
+        if strategy not in ("upsert", *REPLACING) or failures:
+            raise SourceDataError(f"{target}: {'store_failures' if failures else strategy} is not supported on ClickHouse")
+        policy = policy or SchemaPolicySpec()
+        events: list[DriftEvent] = []
         db, _ = target.split(".")
         conn.command(f"CREATE DATABASE IF NOT EXISTS {ident(db)}")
         info = conn.table_info(target)
@@ -514,36 +525,52 @@ class ClickHouseWarehouse(BaseWarehouse):
                     f"schema mismatch in {target}: the table is {engine} ordered by "
                     f"({', '.join(have)}) but the spec's primary key is ({', '.join(key)})"
                 )
-            self._add_columns(conn, target, types)
+            events = self._add_columns(conn, target, types, policy)
+        ignored = {e.column for e in events if e.change == "ignored"}
         if quarantine:
             qt = quarantine_table(target)
-            cols = [f"{ident(c)} {self._ddl_type(t, nullable=True)}" for c, t in types.items()] + [
+            cols = [f"{ident(c)} {self._ddl_type(t, nullable=True)}" for c, t in types.items() if c not in ignored] + [
                 f"{ident(c)} {d}" for c, d in QUARANTINE_META_DDL
             ]
             conn.command(
                 f"CREATE TABLE IF NOT EXISTS {qualified(qt)} ({', '.join(cols)}) "
                 "ENGINE = MergeTree PARTITION BY _partition ORDER BY tuple()"
             )
-            self._add_columns(conn, qt, types)
+            self._add_columns(conn, qt, {c: t for c, t in types.items() if c not in ignored})
+        return events
 
     @staticmethod
     def _ddl_type(type_: str, *, nullable: bool) -> str:
         return f"Nullable({CH_TYPES[type_]})" if nullable else CH_TYPES[type_]
 
-    def _add_columns(self, conn: Connection, target: str, types: dict[str, str]) -> None:
+    def _add_columns(
+        self, conn: Connection, target: str, types: dict[str, str], policy: SchemaPolicySpec | None = None
+    ) -> list[DriftEvent]:
         existing = conn.columns(target)
+        on_new = policy.on_new_column if policy else "evolve"
+        events: list[DriftEvent] = []
         for c, t in types.items():
             want = CH_TYPES[t]
             if c not in existing:
+                if on_new == "fail":
+                    raise SourceDataError(
+                        f"{target} has no column {c!r}, which the source now provides ({want}); set "
+                        "schema.on_new_column: evolve on the source to add it, or ignore to leave it out"
+                    )
+                if on_new == "ignore":
+                    events.append(DriftEvent(c, "ignored", None, want))
+                    continue
                 # Rows loaded before the column existed have no value for it.
                 conn.command(
                     f"ALTER TABLE {qualified(target)} ADD COLUMN IF NOT EXISTS {ident(c)} Nullable({want})"
                 )
+                events.append(DriftEvent(c, "added", None, f"Nullable({want})"))
             elif _base_type(existing[c]) != want:
                 raise SourceDataError(
                     f"schema mismatch in {target}: column {c!r} is {existing[c]} in the "
                     f"warehouse but the spec makes it {want}"
                 )
+        return events
 
     # --- loads ------------------------------------------------------------------------------
 
@@ -561,12 +588,18 @@ class ClickHouseWarehouse(BaseWarehouse):
         quarantine: pd.DataFrame | None = None,
         delete_missing: bool = False,
         on_missing_column: MissingColumnPolicy = "fail",
+        failures: pd.DataFrame | None = None,
+        window_start: dt.datetime | None = None,
+        timestamp_column: str | None = None,
     ) -> LoadCounts:
         """Swap in the partition's new content; unchanged rows are carried over untouched.
 
         With `quarantine`, the partition of `<table>__quarantine` is replaced by it too, so a
         rerun never duplicates those rows.
         """
+        if strategy not in ("upsert", *REPLACING) or failures is not None:
+            raise SourceDataError(f"{target}: {'store_failures' if failures is not None else strategy} is not supported on ClickHouse")
+        strategy = "replace_partition" if strategy in REPLACING else strategy
         if delete_missing:
             raise SourceDataError(
                 f"{target}: load.delete_missing is not supported on ClickHouse yet; "
@@ -581,6 +614,9 @@ class ClickHouseWarehouse(BaseWarehouse):
                 columns = conn.columns(target)
                 self._check_nulls(target, frame, cols, columns)
                 counts.missing_columns = self._gone(target, types, columns, on_missing_column)
+                counts.drift = [
+                    DriftEvent(c, "missing", columns[c], "NULL in the rows written").as_dict() for c in counts.missing_columns
+                ]
                 typed = ", ".join(f"{ident(c)} {columns[c]}" for c in cols)
                 s_in = stages.create("in", f"({typed}, `record_hash` String) ENGINE = Memory")
                 conn.insert(s_in, frame[cols + ["record_hash"]], _schema(types, ["record_hash"]))

@@ -240,7 +240,7 @@ def test_report_and_metadata(etl_env, instance) -> None:
     assert html_path == Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / "reports" / "2025-03-09.html"
     assert "### revenue" in md
     page = html_path.read_text()
-    assert "<td>30</td>" in page and "orders" in page
+    assert '<td class="num">30</td>' in page and "orders" in page
     assert (html_path.with_suffix(".md")).read_text() == md
     for layer in ("raw", "normalized", "validated"):
         assert (Path(etl_env["ETL_STORAGE_DIR"]) / "shop" / layer / "orders" / "2025-03-09.parquet").is_file()

@@ -312,3 +312,91 @@ def test_a_quarantine_check_that_cannot_run_quarantines_every_row() -> None:
     assert result.quarantine["_reason"].tolist()[0] == (
         "sku matches /^S/ failed: column 'sku' is not in the source's columns: order_id, amount"
     )
+
+
+def test_check_result_keeps_each_partitions_counts() -> None:
+    """A 4-week backfill's result plots on the scale of a 1-week run's, and says which week failed."""
+    from etl_assets.quality import CheckOutcome, check_result, merge_outcomes
+
+    weeks = {
+        "2026-11-08": [CheckOutcome("not_null_customer_id", "warn", True, "d", 0, 100)],
+        "2026-11-15": [CheckOutcome("not_null_customer_id", "warn", False, "d", 8, 120)],
+    }
+    [merged] = merge_outcomes(list(weeks.values()))
+    result = check_result(dg.AssetKey(["p", "validated", "orders"]), merged, list(weeks), weeks)
+    md = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    assert md["unexpected_count"] == 8  # the existing keys keep their meaning
+    assert md["unexpected_per_partition"] == 4.0
+    assert md["partition_count"] == 2
+    assert md["by_partition"] == {
+        "2026-11-08": {"passed": True, "unexpected_count": 0, "element_count": 100},
+        "2026-11-15": {"passed": False, "unexpected_count": 8, "element_count": 120},
+    }
+
+
+# --- graded checks --------------------------------------------------------------------------
+
+# 100 orders; in_set cust0–cust5 fails the 14 whose customer is cust6 (14%).
+GRADED_ROWS = 100
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "passed", "severity", "grade", "threshold", "loads"),
+    [
+        ({"warn_if": "> 20%", "error_if": "> 50%"}, True, dg.AssetCheckSeverity.ERROR, "pass", "none crossed", True),
+        ({"warn_if": "> 10", "error_if": "> 50%"}, False, dg.AssetCheckSeverity.WARN, "warn", "warn_if > 10", True),
+        ({"warn_if": "> 5%", "error_if": ">= 14"}, False, dg.AssetCheckSeverity.ERROR, "error", "error_if >= 14", False),
+    ],
+    ids=["below-both", "warns", "blocks"],
+)
+def test_graded_check_passes_warns_or_blocks_by_how_many_rows_fail(
+    etl_env, instance, thresholds, passed, severity, grade, threshold, loads
+) -> None:
+    spec = with_checks([{"type": "in_set", "column": "customer", "values": [f"cust{i}" for i in range(6)], **thresholds}])
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(GRADED_ROWS, ny(2025, 3, 9, 1), dt.timedelta(minutes=30)))
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    ev = evaluations(result)["in_set_customer"]
+    assert (ev.passed, ev.severity) == (passed, severity)
+    assert ev.metadata["unexpected_count"].value == 14
+    assert (ev.metadata["grade"].value, ev.metadata["threshold"].value) == (grade, threshold)
+    if grade != "pass":
+        assert ev.metadata["message"].value.startswith(f"14 failing row(s) (14% of 100) crossed {threshold}")
+    # The check is declared blocking (it has error_if); a WARN result does not stop the load.
+    assert spec.sources[0].checks[0].blocking
+    assert (LOADED in {e.asset_key for e in result.get_asset_materialization_events()}) is loads
+    assert result.success is loads
+    rows = query(etl_env["ETL_WAREHOUSE_URL"], "SELECT to_regclass('mart.orders') IS NOT NULL")[0][0]
+    assert rows is loads
+
+
+def test_warn_if_alone_never_blocks(etl_env, instance) -> None:
+    spec = with_checks([{"type": "in_set", "column": "customer", "values": ["cust0"], "warn_if": "> 1%"}])
+    assert not spec.sources[0].checks[0].blocking
+    create_orders(etl_env["TEST_SOURCE_URL"], orders_rows(GRADED_ROWS, ny(2025, 3, 9, 1), dt.timedelta(minutes=30)))
+    result = materialize(spec, etl_env, instance, partition_key="2025-03-09")
+    ev = evaluations(result)["in_set_customer"]
+    assert (ev.passed, ev.severity, ev.metadata["threshold"].value) == (False, dg.AssetCheckSeverity.WARN, "warn_if > 1%")
+    assert result.success
+    assert query(etl_env["ETL_WAREHOUSE_URL"], "SELECT count(*) FROM mart.orders") == [(GRADED_ROWS,)]
+    checks = meta(result, asset_key("shop", "validated", "orders"))["checks_by_partition"]["2025-03-09"]
+    assert (checks[0]["severity"], checks[0]["declared_severity"], checks[0]["grade"]) == ("warn", "error", "warn")
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ({"type": "not_null", "column": "customer", "warn_if": "more than 3"},
+         "threshold 'more than 3' must be a count or a share of rows, such as '> 10' or '> 1%'"),
+        ({"type": "not_null", "column": "customer", "error_if": "> 10", "severity": "warn"},
+         "error_if blocks the load above its threshold, which a severity warn check never does"),
+        ({"type": "row_count", "min": 1, "warn_if": "> 1"}, "warn_if needs a row-level check, not row_count"),
+        ({"type": "not_null", "column": "customer", "error_if": "> 1", "severity": "quarantine"},
+         "a quarantine check sets every failing row aside"),
+        ({"type": "not_null", "column": "customer", "warn_if": "> 120%"}, "is a share above 100%"),
+    ],
+)
+def test_bad_thresholds_are_spec_errors_naming_the_check(check, message) -> None:
+    with pytest.raises(SpecError) as err:
+        with_checks([check])
+    assert "sources[0].checks[0]" in str(err.value)
+    assert message in str(err.value)

@@ -76,7 +76,7 @@ def test_bad_strategy_names_file_pipeline_and_field() -> None:
     msg = error_of(spec(sources__1__load={"strategy": "merge"}))
     assert msg == (
         "pipelines/sales.yaml (pipeline sales): sources[1].load.strategy: "
-        "must be one of upsert, replace_partition"
+        "must be one of upsert, delete_insert, replace_partition, append, scd2"
     )
 
 
@@ -155,7 +155,7 @@ def test_cli_validate_reports_the_field(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(spec(sources__1__load={"strategy": "merge"})))
     out = _cli("validate", str(bad))
     assert out.returncode == 1
-    assert "sources[1].load.strategy: must be one of upsert, replace_partition" in out.stderr
+    assert "sources[1].load.strategy: must be one of upsert, delete_insert, replace_partition, append, scd2" in out.stderr
     assert "Traceback" not in out.stderr
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(spec()))
@@ -296,3 +296,23 @@ def test_pipelines_on_different_warehouses_do_not_collide(tmp_path: Path) -> Non
     other["warehouse"] = {"kind": "clickhouse", "url": "chdb:///tmp/ch"}
     _write(tmp_path, "b.yaml", other)
     assert [s.name for s in load_pipelines(tmp_path)] == ["alpha", "beta"]
+
+
+def test_cli_schema_describes_every_property() -> None:
+    """Editors show each property's description as hover help."""
+    from click.testing import CliRunner
+
+    from etl_assets.cli import main
+
+    out = CliRunner().invoke(main, ["schema"])
+    assert out.exit_code == 0, out.output
+    schema = json.loads(out.output)
+    undescribed = [
+        f"{model}.{name}"
+        for model, definition in [("PipelineSpec", schema), *schema.get("$defs", {}).items()]
+        for name, prop in (definition.get("properties") or {}).items()
+        if not (prop.get("description") or "").strip()
+    ]
+    total = sum(len(d.get("properties") or {}) for d in [schema, *schema.get("$defs", {}).values()])
+    assert total > 200
+    assert not undescribed, f"{len(undescribed)} of {total} properties have no description: {undescribed}"

@@ -41,8 +41,8 @@ def spec_error(result: Result) -> str:
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: ")
-    return line.removeprefix("error: ")
+    assert line.startswith("Error: ")
+    return line.removeprefix("Error: ")
 
 
 def test_the_good_spec_validates(tmp_path: Path) -> None:
