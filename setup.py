@@ -34,8 +34,12 @@ setup(
         "requests>=2.31",
         "pymysql>=1.1",
         "click>=8.1",
+        "rich>=13,<16",  # the CLI's live progress
         # OpenLineage events of every run (etl_assets/ops/lineage.py), sent only when configured.
         "openlineage-python>=1.54,<2",
+        # `etl-assets api`: the job API.
+        "fastapi>=0.115,<1",
+        "uvicorn>=0.30",
     ],
     extras_require={
         "dev": [
@@ -46,6 +50,9 @@ setup(
             # Browser tests (etl_assets_tests/e2e) drive Debian's chromium: .ci/install-chromium.
             "playwright>=1.49,<2",
             "hypothesis>=6.100",
+            # The job API's tests: schemathesis drives the app from its OpenAPI document.
+            "httpx>=0.27",
+            "schemathesis>=4.0,<5",
         ],
         # Drivers for `kind: sql` sources beyond SQLite, PostgreSQL and MySQL.
         "oracle": ["oracledb>=2.0"],

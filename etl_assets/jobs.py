@@ -22,17 +22,20 @@ class JobControlError(Exception):
 
 def client(url: str) -> DagsterGraphQLClient:
     u = urlparse(url)
-    return DagsterGraphQLClient(u.hostname or "127.0.0.1", port_number=u.port or 80, use_https=u.scheme == "https")
+    return DagsterGraphQLClient(u.hostname or "127.0.0.1", port_number=u.port or 80, use_https=u.scheme == "https",
+                                path_prefix=u.path.rstrip("/"))  # a webserver under --path-prefix
 
 
-def _gql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+def _gql(url: str, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 30) -> dict[str, Any]:
     import requests
 
     try:
         response = requests.post(
-            f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+            f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout
         )
         response.raise_for_status()
+    except (requests.ConnectionError, requests.Timeout):
+        raise JobControlError(not_answering(url)) from None
     except requests.RequestException as e:
         raise JobControlError(f"the Dagster webserver at {url} did not answer: {e}") from None
     body = response.json()
@@ -119,32 +122,45 @@ def _iso(ts: float | None) -> str | None:
 
 
 def list_jobs(url: str, pipelines: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for p in pipelines:
-        s = schedule(url, p)
-        recent = runs(url, p, limit=20)
-        finished = [r for r in recent if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
-        ok = sum(r["status"] == "SUCCESS" for r in finished)
-        future = s["futureTicks"]["results"]
-        out.append(
-            {
-                "pipeline": p,
-                "schedule": s["name"],
-                "cron": s["cronSchedule"],
-                "timezone": s["executionTimezone"],
-                "state": s["scheduleState"]["status"],
-                "last_run": recent[0]["runId"] if recent else None,
-                "last_status": recent[0]["status"] if recent else None,
-                "last_started": _iso(recent[0]["startTime"]) if recent else None,
-                "next_tick": _iso(future[0]["timestamp"]) if future else None,
-                "success_rate": round(ok / len(finished), 3) if finished else None,
-                "runs_counted": len(finished),
-            }
-        )
-    return out
+    return [job(url, p) for p in pipelines]
 
 
-def run_job(url: str, pipeline: str, partition: str) -> str:
+def job(url: str, p: str) -> dict[str, Any]:
+    """One pipeline's schedule, state, last run, next tick and success rate (last 20 runs)."""
+    s = schedule(url, p)
+    recent = runs(url, p, limit=20)
+    finished = [r for r in recent if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+    ok = sum(r["status"] == "SUCCESS" for r in finished)
+    future = s["futureTicks"]["results"]
+    return {
+        "pipeline": p,
+        "schedule": s["name"],
+        "cron": s["cronSchedule"],
+        "timezone": s["executionTimezone"],
+        "state": s["scheduleState"]["status"],
+        "last_run": recent[0]["runId"] if recent else None,
+        "last_status": recent[0]["status"] if recent else None,
+        "last_started": _iso(recent[0]["startTime"]) if recent else None,
+        "next_tick": _iso(future[0]["timestamp"]) if future else None,
+        "success_rate": round(ok / len(finished), 3) if finished else None,
+        "runs_counted": len(finished),
+    }
+
+
+def run_job(url: str, pipeline: str, partition: str, *, tags: dict[str, str] | None = None) -> str:
+    """Launch one partition; `tags` add to the run's (e.g. who started it)."""
+    return launch(url, pipeline, {"dagster/partition": partition, "etl/partition_lock": f"{pipeline}:{partition}",
+                                  **(tags or {})}, what=partition)
+
+
+def run_range(url: str, pipeline: str, first: str, last: str, *, tags: dict[str, str] | None = None) -> str:
+    """Launch partitions first..last as one run, as a single-run backfill from the UI is."""
+    return launch(url, pipeline, {"dagster/asset_partition_range_start": first,
+                                  "dagster/asset_partition_range_end": last, **(tags or {})},
+                  what=f"{first}…{last}")
+
+
+def launch(url: str, pipeline: str, tags: dict[str, str], *, what: str) -> str:
     from dagster_graphql import DagsterGraphQLClientError
 
     try:
@@ -152,11 +168,22 @@ def run_job(url: str, pipeline: str, partition: str) -> str:
             f"{pipeline}_job",
             repository_location_name=LOCATION,
             repository_name=REPOSITORY,
-            tags={"dagster/partition": partition, "etl/pipeline": pipeline, "etl/trigger": "manual",
-                  "etl/partition_lock": f"{pipeline}:{partition}"},
+            tags={"etl/pipeline": pipeline, "etl/trigger": "manual", **tags},
         )
     except DagsterGraphQLClientError as e:
-        raise JobControlError(f"{pipeline}: could not launch {partition}: {e}") from None
+        from gql.transport.exceptions import TransportConnectionFailed
+
+        if isinstance(e.__cause__, TransportConnectionFailed):
+            raise JobControlError(not_answering(url)) from None
+        raise JobControlError(f"{pipeline}: could not launch {what}: {e}") from None
+
+
+def not_answering(url: str) -> str:
+    """No webserver at `url`: say so, and how to get one, instead of the socket's error."""
+    return (
+        f"no Dagster webserver answers at {url}: start one with `etl-assets dev`, "
+        "or point --url (or ETL_WEBSERVER_URL) at the one that runs"
+    )
 
 
 def set_schedule(url: str, pipeline: str, enabled: bool) -> str:
@@ -171,7 +198,8 @@ def set_schedule(url: str, pipeline: str, enabled: bool) -> str:
 
 
 def logs(url: str, pipeline: str, *, status: str | None, page: int, page_size: int) -> list[dict[str, Any]]:
-    statuses = {"failed": ["FAILURE"], "success": ["SUCCESS"], "canceled": ["CANCELED"]}.get(status or "")
+    statuses = {"failed": ["FAILURE"], "partial": ["FAILURE"], "success": ["SUCCESS"], "canceled": ["CANCELED"],
+                **IN_FLIGHT}.get(status or "")
     rows = runs(url, pipeline, statuses=statuses, limit=page * page_size)
     return [
         {
@@ -185,3 +213,116 @@ def logs(url: str, pipeline: str, *, status: str | None, page: int, page_size: i
         }
         for r in rows[(page - 1) * page_size : page * page_size]
     ]
+
+
+RELOAD = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message causes { message } } }
+    }
+    ... on PythonError { message }
+    ... on RepositoryLocationNotFound { message }
+    ... on ReloadNotSupported { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunSuccess { run { runId status } }
+    ... on TerminateRunFailure { message run { status } }
+    ... on RunNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_QUERY = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status startTime endTime tags { key value } }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RELOAD_TIMEOUT_S = 300
+
+# Dagster's run statuses by the words history uses for runs that have not finished.
+IN_FLIGHT = {"queued": ["QUEUED", "NOT_STARTED", "STARTING"], "running": ["STARTED", "CANCELING"]}
+
+
+class RunNotFound(JobControlError):
+    pass
+
+
+class RunFinished(JobControlError):
+    pass
+
+
+def reload_location(url: str) -> None:
+    """Reload the code location, so added, changed or removed specs take effect."""
+    # The answer waits for a new code server to import everything: far longer than a query.
+    data = _gql(url, RELOAD, {"name": LOCATION}, timeout=RELOAD_TIMEOUT_S)["reloadRepositoryLocation"]
+    if data["__typename"] != "WorkspaceLocationEntry":
+        raise JobControlError(f"could not reload {LOCATION}: {data.get('message', data['__typename'])}")
+    loaded = data["locationOrLoadError"] or {}
+    if loaded.get("__typename") == "PythonError":
+        # The innermost cause says what broke (a SyntaxError, a bad spec), not where it was caught.
+        why = ([c["message"] for c in loaded.get("causes") or []] or [loaded["message"]])[-1]
+        raise JobControlError(f"{LOCATION} failed to load: {why.strip().splitlines()[0]}")
+
+
+def run_info(url: str, run_id: str) -> dict[str, Any] | None:
+    """A run as the webserver sees it (also one not yet recorded in history), or None."""
+    data = _gql(url, RUN_QUERY, {"runId": run_id})["runOrError"]
+    if data["__typename"] == "RunNotFoundError":
+        return None
+    if data["__typename"] != "Run":
+        raise JobControlError(data.get("message", data["__typename"]))
+    return data
+
+
+def terminate_run(url: str, run_id: str) -> str:
+    """Cancel a queued run or terminate a running one; the run's status after the request."""
+    data = _gql(url, TERMINATE, {"runId": run_id})["terminateRun"]
+    kind = data["__typename"]
+    if kind == "TerminateRunSuccess":
+        return data["run"]["status"]
+    if kind == "RunNotFoundError":
+        raise RunNotFound(f"no run {run_id}")
+    if kind == "TerminateRunFailure":
+        raise RunFinished(f"run {run_id} cannot be canceled: {data['message']}")
+    raise JobControlError(data.get("message", kind))
+
+
+def in_flight(url: str, pipeline: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Runs of `pipeline` that have not finished (queued, running), newest first."""
+    statuses = IN_FLIGHT.get(status or "") or [s for v in IN_FLIGHT.values() for s in v]
+    return runs(url, pipeline, statuses=statuses, limit=limit)
+
+
+def server_info(url: str) -> dict[str, Any]:
+    """What the webserver at `url` says about itself (its Dagster version); JobControlError when
+    it does not answer, in one sentence."""
+    import requests
+
+    try:
+        response = requests.get(f"{url.rstrip('/')}/server_info", timeout=10)
+        response.raise_for_status()
+        return response.json()
+    except requests.ConnectionError:
+        reason = "nothing accepts connections there"
+    except requests.Timeout:
+        reason = "no answer within 10s"
+    except (requests.RequestException, ValueError) as e:
+        reason = str(e)
+    raise JobControlError(f"the Dagster webserver at {url} did not answer: {reason}")

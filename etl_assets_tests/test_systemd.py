@@ -46,6 +46,7 @@ def parse(name: str) -> configparser.ConfigParser:
 
 def test_every_unit_file_is_here() -> None:
     assert sorted(p.name for p in UNITS.glob("etl-assets-*")) == [
+        "etl-assets-api.service",
         "etl-assets-daemon.service",
         "etl-assets-run@.service",
         "etl-assets-run@.timer",
