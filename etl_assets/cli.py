@@ -2,22 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from etl_assets import settings
 from etl_assets.spec import SpecError, json_schema, load_pipeline_file, load_pipelines
 
+# Exit codes, the same for the same kind of error in every command.
+USAGE = 2  # a bad option, an unknown pipeline or partition
+FAILED = 1  # the command ran and what it did failed (a run, an invalid spec, an unreachable service)
 
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+STATUS_COLOURS = {"success": "green", "partial": "yellow", "failed": "red", "canceled": "red", "failure": "red"}
+
+
+class CliError(click.ClickException):
+    """One sentence in click's own `Error: …` style, with the exit code of its kind."""
+
+    def __init__(self, message: str, exit_code: int = USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(message: str, code: int = USAGE) -> NoReturn:
+    raise CliError(message, code)
+
+
+def colour_on(stream=None) -> bool:
+    """Colour on a terminal only, and never with NO_COLOR set (https://no-color.org)."""
+    stream = stream or sys.stdout
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def status_word(word: str | None, width: int = 0, stream=None) -> str:
+    """A run status padded to `width`: green, yellow or red on a terminal, plain otherwise."""
+    text = f"{word or '-':<{width}}"
+    colour = STATUS_COLOURS.get((word or "").lower())
+    return click.style(text, fg=colour) if colour and colour_on(stream) else text
+
+
+class HelpGroup(click.Group):
+    """Lists each command's whole first sentence in `--help`, not a 45-character stub."""
+
+    group_class = type  # subgroups list their commands the same way
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _specs():
@@ -35,7 +79,8 @@ def _spec(name: str):
     _fail(f"unknown pipeline {name!r} (pipelines: {names})")
 
 
-@click.group()
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(package_name="etl-assets", prog_name="etl-assets")
 def main() -> None:
     """YAML-declared ETL pipelines as partitioned Dagster assets."""
 
@@ -91,9 +136,11 @@ def demo_seed() -> None:
 @click.option("--last", "last_n", type=click.IntRange(1), help="The latest N complete partitions.")
 @click.option("--step", type=click.Choice(["raw", "normalized", "validated", "loaded", "report"]),
               help="Run one layer alone; its upstream must already exist.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("-v", "--verbose", count=True, help="Show Dagster's step log (-v info, -vv debug).")
-def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the summary) and nothing else on stdout.")
+@click.option("--progress/--no-progress", default=None,
+              help="Print each step as it starts and ends (default: on a terminal; with --json, on stderr).")
+@click.option("-v", "--verbose", count=True, help="Show Dagster's step log, stack traces included (-v info, -vv debug).")
+def run(pipeline, partition, first, last, latest, last_n, step, as_json, progress, verbose) -> None:
     """Run a pipeline in-process against the configured instance (the manual, debugging mode)."""
     from etl_assets import embedded
 
@@ -101,28 +148,47 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, verbose
     import dagster as dg
 
     from etl_assets.definitions import build_defs
-    from etl_assets.runner import RunRequestError, format_summary, resolve_partitions, run_pipeline
+    from etl_assets.runner import (
+        Progress,
+        RunRequestError,
+        format_summary,
+        resolve_partitions,
+        run_pipeline,
+        write_run_log,
+    )
     from etl_assets.sensors import notifier_resources
 
     spec = _spec(pipeline)
+    stream = sys.stderr if as_json else sys.stdout
+    show_progress = progress if progress is not None else (not as_json and sys.stdout.isatty())
     try:
         keys = resolve_partitions(
             spec, partition=partition, first=first, last=last, latest=latest, last_n=last_n
         )
         with dg.DagsterInstance.get() as instance:
-            summary = run_pipeline(
-                build_defs([spec]), spec, keys, step=step, instance=instance,
-                log_level=["WARNING", "INFO", "DEBUG"][min(verbose, 2)],
-                # Unresolved EnvVar settings: the senders read them when they send.
-                notifiers=notifier_resources([spec]),
-            )
+            progress_ctx = Progress(spec, keys, step, stream) if show_progress else contextlib.nullcontext()
+            with progress_ctx as listener:
+                summary = run_pipeline(
+                    build_defs([spec]), spec, keys, step=step, instance=instance,
+                    # Without -v Dagster's log stays in the run's log file: a failure is then one
+                    # sentence in the summary, not its ERROR lines and stack traces.
+                    log_level=["CRITICAL", "INFO", "DEBUG"][min(verbose, 2)],
+                    # Unresolved EnvVar settings: the senders read them when they send.
+                    notifiers=notifier_resources([spec]),
+                    on_event=listener,
+                )
+            log_path = write_run_log(instance, summary.run_id, spec.name)
     except RunRequestError as e:
         _fail(str(e))
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), default=str))
+        click.echo(json.dumps({**summary.as_dict(), "log_path": log_path}, default=str))
     else:
-        click.echo(format_summary(summary))
-    sys.exit(0 if summary.status == "success" else 1)
+        head, _, rest = format_summary(summary, spec, log_path).partition("\n")
+        word = summary.status.upper()
+        click.echo(head.removesuffix(word) + status_word(word))
+        if rest:
+            click.echo(rest)
+    sys.exit(0 if summary.status == "success" else FAILED)
 
 
 def _warehouse_conn():
@@ -144,7 +210,7 @@ def _fmt_run(r: dict) -> str:
         f"{name}:{s['inserted'] if s['inserted'] is not None else '-'}/{s['updated'] if s['updated'] is not None else '-'}"
         for name, s in r["sources"].items()
     )
-    line = f"{r['run_id'][:8]}  {started}  {r['pipeline']:<14} {parts:<23} {r['status']:<8} {r['trigger']:<8} {dur:>7}  {counts}"
+    line = f"{r['run_id'][:8]}  {started}  {r['pipeline']:<14} {parts:<23} {status_word(r['status'], 8)} {r['trigger']:<8} {dur:>7}  {counts}"
     if r["error_summary"]:
         line += f"\n          error: {r['error_summary']}"
     return line
@@ -156,9 +222,9 @@ def _fmt_run(r: dict) -> str:
               help="failed: every run that failed, partial ones included (some sources loaded, "
               "others did not); partial: only those.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Runs started on or after this date.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="At most this many runs.")
 @click.option("--last-success", is_flag=True, help="Only the latest successful run.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
 def history(pipeline, status, since, limit, last_success, as_json) -> None:
     """List recorded runs, newest first (inserted/updated per source)."""
     from etl_assets import history as hist
@@ -196,8 +262,9 @@ def history(pipeline, status, since, limit, last_success, as_json) -> None:
 
 @main.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-def show(run_id: str, as_json: bool) -> None:
+@click.option("--files", is_flag=True, help="List every file the run produced, not a summary per layer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's full record as JSON.")
+def show(run_id: str, files: bool, as_json: bool) -> None:
     """Explain one run: what ran, when, on which inputs, what changed, what failed, what it produced."""
     from etl_assets import history as hist
     from etl_assets.explain import explain
@@ -207,12 +274,17 @@ def show(run_id: str, as_json: bool) -> None:
         run = hist.get_run(conn, run_id)
     if run is None:
         _fail(f"no recorded run matches {run_id!r}")
-    click.echo(json.dumps(run, default=str, indent=2) if as_json else explain(run, os.environ["ETL_STORAGE_DIR"]))
+    if as_json:
+        click.echo(json.dumps(run, default=str, indent=2))
+        return
+    # Times in the pipeline's own timezone (and UTC); a pipeline since removed: UTC alone.
+    tz = next((s.timezone for s in _specs() if s.name == run["pipeline"]), "UTC")
+    click.echo(explain(run, os.environ["ETL_STORAGE_DIR"], timezone=tz, files=files))
 
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {dry_run, items} as JSON.")
 def prune(dry_run: bool, as_json: bool) -> None:
     """Delete runs, history and files past each pipeline's retention (never a latest success)."""
     import dagster as dg
@@ -253,24 +325,64 @@ def _jobs_call(fn, *args, **kwargs):
         _fail(str(e), 1)
 
 
+# Dagster's run statuses in the words `history` uses, for runs history has not recorded.
+DAGSTER_WORDS = {"SUCCESS": "success", "FAILURE": "failed", "CANCELED": "canceled", "CANCELING": "running",
+                 "STARTED": "running", "STARTING": "queued", "QUEUED": "queued", "NOT_STARTED": "queued"}
+
+
+def _recorded(fn, *args):
+    """Ask the run history, when its warehouse is configured and answers; None otherwise."""
+    if not os.environ.get("ETL_WAREHOUSE_URL"):
+        return None
+    import psycopg
+
+    try:
+        server, conn = _warehouse_conn()  # noqa: F841
+        with conn:
+            return fn(conn, *args)
+    except psycopg.Error:
+        return None
+
+
+def _table(header: list[str], rows: list[list[str]], status_col: int) -> None:
+    """Columns as wide as their widest cell; the status word coloured on a terminal."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for n, r in enumerate([header, *rows]):
+        cells = [
+            status_word(c, w) if i == status_col and n else f"{c:<{w}}" for i, (c, w) in enumerate(zip(r, widths))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
 @jobs.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per pipeline.")
 @click.pass_obj
 def jobs_list(obj: dict, as_json: bool) -> None:
     """Pipeline, schedule and timezone, state, last run, next tick, success rate (last 20)."""
+    from etl_assets import history as hist
     from etl_assets import jobs as jobs_mod
 
     rows = _jobs_call(jobs_mod.list_jobs, obj["url"], [s.name for s in _specs()])
+    for r in rows:
+        # The last run as `history` records it: the same run, the same status word.
+        latest = _recorded(lambda conn, p: hist.list_runs(conn, pipeline=p, limit=1), r["pipeline"])
+        if latest:
+            last = latest[0]
+            r.update(last_run=last["run_id"], last_status=last["status"],
+                     last_started=last["started_at"].isoformat() if last["started_at"] else None)
+        elif r["last_status"]:
+            r["last_status"] = DAGSTER_WORDS.get(r["last_status"], r["last_status"].lower())
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'pipeline':<16} {'schedule':<26} {'timezone':<20} {'state':<8} {'last run':<10} {'status':<9} {'next tick (UTC)':<26} success")
-    for r in rows:
-        rate = f"{r['success_rate']:.0%} of {r['runs_counted']}" if r["success_rate"] is not None else "-"
-        click.echo(
-            f"{r['pipeline']:<16} {r['schedule'] + ' ' + r['cron']:<26} {r['timezone'] or '-':<20} {r['state']:<8} "
-            f"{(r['last_run'] or '-')[:8]:<10} {r['last_status'] or '-':<9} {r['next_tick'] or '-':<26} {rate}"
-        )
+    table = [
+        [r["pipeline"], f"{r['schedule']} {r['cron']}", r["timezone"] or "-", r["state"].lower(),
+         (r["last_run"] or "-")[:8], r["last_status"] or "-", r["next_tick"] or "-",
+         f"{r['success_rate']:.0%} of {r['runs_counted']}" if r["success_rate"] is not None else "-"]
+        for r in rows
+    ]
+    _table(["pipeline", "schedule", "timezone", "state", "last run", "status", "next tick (UTC)", "success"],
+           table, status_col=5)
 
 
 @jobs.command("run")
@@ -330,23 +442,35 @@ def _record_state(pipeline: str, status: str, reason: str) -> None:
 
 @jobs.command("logs")
 @click.argument("pipeline")
-@click.option("--status", type=click.Choice(["failed", "success", "canceled"]))
-@click.option("--page", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--page-size", default=20, show_default=True, type=click.IntRange(1, 500))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--status", type=click.Choice(["success", "failed", "partial", "canceled", "queued", "running"]),
+              help="Only runs with this status; failed includes partial runs, as in `history`.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Which page, 1 the newest.")
+@click.option("--page-size", default=20, show_default=True, type=click.IntRange(1, 500), help="Runs per page.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of runs.")
 @click.pass_obj
 def jobs_logs(obj: dict, pipeline: str, status: str | None, page: int, page_size: int, as_json: bool) -> None:
     """The pipeline's runs, newest first, a page at a time."""
+    from etl_assets import history as hist
     from etl_assets import jobs as jobs_mod
 
     _spec(pipeline)
-    rows = _jobs_call(jobs_mod.logs, obj["url"], pipeline, status=status, page=page, page_size=page_size)
+    if status == "partial":  # a Dagster FAILURE that history records as partial: filter, then page
+        rows = _jobs_call(jobs_mod.logs, obj["url"], pipeline, status="partial", page=1, page_size=1000)
+    else:
+        rows = _jobs_call(jobs_mod.logs, obj["url"], pipeline, status=status, page=page, page_size=page_size)
+    recorded = _recorded(hist.statuses, [r["run_id"] for r in rows]) or {}
+    for r in rows:
+        r["status"] = recorded.get(r["run_id"]) or DAGSTER_WORDS.get(r["status"], r["status"].lower())
+    if status == "partial":
+        rows = [r for r in rows if r["status"] == "partial"][(page - 1) * page_size : page * page_size]
     if as_json:
         click.echo(json.dumps(rows))
         return
-    for r in rows:
-        click.echo(f"{r['run_id'][:8]}  {r['status']:<9} {r['partition'] or '-':<18} {r['trigger']:<9} {r['started'] or '-'}")
-    if not rows:
+    if rows:
+        _table(["run", "status", "partition", "trigger", "started"],
+               [[r["run_id"][:8], r["status"], r["partition"] or "-", r["trigger"], r["started"] or "-"] for r in rows],
+               status_col=1)
+    else:
         click.echo("no runs on this page")
 
 
@@ -380,13 +504,13 @@ def instance_migrate() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address the UI listens on.")
+@click.option("--port", default=3000, show_default=True, type=int, help="The UI's port.")
 def dev(host: str, port: int) -> None:
     """Open the Dagster UI with the embedded defaults; Ctrl-C stops everything it started."""
     from etl_assets import embedded
 
-    server = embedded.configure()  # noqa: F841
+    server = embedded.configure()
     # Once, before `dagster dev` starts its webserver and daemon together.
     _migrate_instance()
     cmd = [
@@ -395,6 +519,10 @@ def dev(host: str, port: int) -> None:
         "-h", host, "-p", str(port),
     ]
     click.echo(f"Dagster UI: http://{host}:{port}  (Ctrl-C to stop)")
+    # Started from a script (`etl-assets dev &`) SIGINT arrives ignored, and `dagster dev` would
+    # inherit that; it maps SIGTERM onto its SIGINT handler, so it would ignore both. A handler
+    # installed here is reset to the default in the child at exec: both signals work again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Its own session: a terminal's Ctrl-C reaches us alone, and we stop dagster dev once,
     # cleanly, instead of both of us interrupting its shutdown.
     proc = subprocess.Popen(cmd, cwd=settings.PROJECT_ROOT, start_new_session=True)
@@ -408,19 +536,37 @@ def dev(host: str, port: int) -> None:
         code = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
+        code = None
+    if code is None or code in (-signal.SIGINT, 130):
         try:
-            code = proc.wait(timeout=30)
+            code = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the webserver, daemon and code servers too
-            code = proc.wait()
-        else:
-            code = 0 if code in (0, -signal.SIGINT, 130) else code
+            proc.wait()
+        code = 0
+    what = "the Dagster webserver and daemon"
+    if server is not None and embedded.stop(server):
+        what = "the Dagster webserver, daemon and embedded PostgreSQL"
+    click.echo(f"stopped: {what}")
     sys.exit(0 if code in (0, -signal.SIGINT, 130) else code)
 
 
 from etl_assets.schedule_cli import schedule_command  # noqa: E402  (registered below)
 
 main.add_command(schedule_command)
+
+from etl_assets.api.cli import api_group  # noqa: E402  (registered below)
+
+main.add_command(api_group)
+
+from etl_assets.cli_ops import backfill_command, doctor_command  # noqa: E402  (registered below)
+
+main.add_command(backfill_command)
+main.add_command(doctor_command)
+
+from etl_assets.cli_report import report_command  # noqa: E402  (registered below)
+
+main.add_command(report_command)
 
 if __name__ == "__main__":
     main()

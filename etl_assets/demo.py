@@ -1,7 +1,8 @@
 """`etl-assets demo seed`: a deterministic shop for the `demo_sales` pipeline.
 
 Each week's orders come from a random generator seeded by that week alone, so seeding again
-(today or next month) reproduces every past week row for row. The data carries the defects
+(today or next month) reproduces every past week row for row. The seed starts where the demo
+pipeline's partitions start, so every partition it lists has its week of orders. The data carries the defects
 the demo's checks are there to catch: null customer ids, a negative quantity, a duplicated
 order and late updates to old orders.
 """
@@ -18,7 +19,6 @@ import psycopg
 
 TZ = ZoneInfo("America/Sao_Paulo")
 EPOCH = dt.date(2024, 1, 7)  # a Sunday: week 0 of the order id scheme
-WEEKS = 16
 CATEGORIES = {
     "coffee": ["Espresso beans", "Filter roast", "Decaf blend", "Cold brew pack"],
     "tea": ["Green tea", "Earl grey", "Mate", "Chamomile"],
@@ -132,18 +132,31 @@ def seed_customers(mysql_url: str) -> int:
     return len(rows)
 
 
+def first_week() -> dt.date:
+    """The first partition of the shipped demo pipeline: the seed's first week."""
+    from etl_assets import settings
+    from etl_assets.spec import load_pipeline_file
+
+    return load_pipeline_file(settings.PROJECT_ROOT / "pipelines" / "demo_sales.yaml").partitions.start
+
+
 def seed(
     source_url: str,
     data_dir: Path,
     now: dt.datetime | None = None,
-    weeks: int = WEEKS,
+    weeks: int | None = None,
     mysql_url: str | None = None,
 ) -> dict[str, int]:
     """Create or refresh the demo source database, the products CSV folder and, when a
-    MariaDB/MySQL URL is given, the customers table."""
+    MariaDB/MySQL URL is given, the customers table.
+
+    `weeks` back from this week; by default, every week since the demo's first partition.
+    """
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(TZ)
     today = now.date()
     this_week = today - dt.timedelta(days=(today.weekday() + 1) % 7)  # Sunday
+    if weeks is None:
+        weeks = max(0, (this_week - first_week()).days // 7)
     rows: list[tuple] = []
     for w in range(weeks, -1, -1):
         rows.extend(week_orders(this_week - dt.timedelta(weeks=w), now))

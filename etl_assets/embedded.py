@@ -118,3 +118,20 @@ def to_libpq(url_: str) -> str:
     """The instance URL as psycopg takes it: without the SQLAlchemy driver suffix."""
     scheme, rest = url_.split("://", 1)
     return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+def stop(server: Any) -> bool:
+    """Stop the embedded server now if this process holds its last handle; True once it is down.
+
+    Another process still using it (a second `etl-assets run`) keeps it up: it stops when that
+    process exits.
+    """
+    import psutil
+
+    pid = server.get_pid()
+    server.cleanup()  # with cleanup_mode="stop": stops, never deletes, and only on the last handle
+    try:
+        # Stopped, though perhaps not yet reaped by the process that started it.
+        return pid is None or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -207,6 +207,11 @@ class PartitionOutcome:
     updated: int | None = None
     unchanged: int | None = None
     deleted: int | None = None
+    # scd2 versions opened and closed, rows stored in <table>__failures, schema drift events.
+    versions_opened: int | None = None
+    versions_closed: int | None = None
+    failures_stored: int | None = None
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -225,6 +230,7 @@ class SourceOutcome:
     checks_warned: list[str] = field(default_factory=list)
     checks_failed: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)  # one per check and partition
+    drift: list[dict[str, Any]] = field(default_factory=list)  # schema drift events, with their partition
     inputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     partitions: dict[str, PartitionOutcome] = field(default_factory=dict)
@@ -390,6 +396,11 @@ class _EventReader:
             counts = (meta.get("counts_by_partition") or {}).get(k) or {}
             for f in LOAD_COUNTS:
                 setattr(part(k), f, int(counts.get(f) or 0))
+            for f in ("versions_opened", "versions_closed", "failures_stored"):
+                if f in counts:
+                    setattr(part(k), f, int(counts[f] or 0))
+            part(k).drift = list(counts.get("drift") or [])
+            o.drift += [{"partition": k, **e} for e in part(k).drift]
         for f in TOTALS:
             values = [getattr(p, f) for p in o.partitions.values() if getattr(p, f) is not None]
             setattr(o, f, sum(values) if values else None)
@@ -535,7 +546,19 @@ def build_outcome(
         run_url=f"{webserver_url.rstrip('/')}/runs/{run_id}" if webserver_url else None,
         steps=steps,
         sources=sources,
+        notes=_drift_notes(spec, sources),
     )
+
+
+def _drift_notes(spec: Any, sources: dict[str, SourceOutcome]) -> list[str]:
+    """Schema drift as sentences: alerts, the summary and `show` print the run's notes."""
+    from etl_assets.warehouse import DriftEvent
+
+    return [
+        f"{spec.name} {name} {e['partition']}: schema drift: "
+        + DriftEvent(e["column"], e["change"], e.get("before"), e.get("after")).sentence(spec.target(spec.source(name)))
+        for name, o in sources.items() for e in o.drift
+    ]
 
 
 def _iso(ts: float | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
+from typing import NoReturn
 
 import click
 
@@ -12,9 +12,11 @@ from etl_assets import settings
 from etl_assets.spec import SpecError, load_pipelines
 
 
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Click's `Error: …` with exit 2, as `etl-assets` says every usage error (pipeline, --now)."""
+    error = click.ClickException(message)
+    error.exit_code = code
+    raise error
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -75,9 +76,34 @@ def test_show_lists_this_runs_steps_checks_and_files(etl_env, tmp_path: Path, et
     assert checks[warned[0] + 1].startswith("    2025-03-02: 1 unexpected")
     assert checks[warned[0] + 2].startswith("    2025-03-09: 2 unexpected")
 
-    # Produced: the files this run wrote, not what an earlier run left behind.
-    produced = section(text, "Produced")
+    # Values as written: nulls counted, not listed as None.
+    assert checks[warned[0] + 2] == "    2025-03-09: 2 unexpected (e.g. 2 nulls)"
+
+    # Times to the second, in the pipeline's timezone and in UTC.
+    started = section(text, "When")[0]
+    assert re.fullmatch(r"  started  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d E[SD]T \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", started)
+
+    # The query one clause a line, under its source.
+    inputs = section(text, "Inputs")
+    at = inputs.index("    query:")
+    assert inputs[at + 1].startswith("      SELECT ")
+    assert inputs[at + 2].startswith('      FROM "src"."orders"')
+    assert inputs[at + 3].startswith('      WHERE "updated_at" >= ')
+
+    # Steps name their partitions.
+    assert steps[0].endswith(", partitions 2025-03-02 … 2025-03-09")
+
+    # Produced, by default: per layer, how many files, their size and one of them.
     base = etl_env["ETL_STORAGE_DIR"]
+    summary = section(text, "Produced")
+    raw = next(line for line in summary if line.startswith("  raw: "))
+    assert re.fullmatch(rf"  raw: 4 files, [\d.,]+ (bytes|KB), e\.g\. {re.escape(base)}/shop/raw/\w+/2025-03-0\d\.parquet", raw)
+    assert not any(line.startswith("  normalized: ") and "items" in line for line in summary)
+
+    # Produced, with --files: the files this run wrote, not what an earlier run left behind.
+    listed = etl_cli("show", second.run_id, "--files")
+    assert listed.returncode == 0, listed.stderr
+    produced = section(listed.stdout, "Produced")
     for k in WEEKS:
         assert f"  {base}/shop/raw/items/{k}.parquet" in produced
         assert f"  {base}/shop/validated/orders/{k}.parquet" in produced

@@ -234,5 +234,5 @@ def test_history_of_an_unknown_pipeline_is_an_error(etl_env, etl_cli) -> None:
     run = etl_cli("run", "nope", "--latest")
     assert run.returncode != 0
     assert unknown.returncode == run.returncode
-    assert unknown.stderr.strip() == "error: unknown pipeline 'nope' (pipelines: shop)"
+    assert unknown.stderr.strip() == "Error: unknown pipeline 'nope' (pipelines: shop)"
     assert unknown.stdout == ""

@@ -87,13 +87,16 @@ def test_jobs_commands_drive_a_real_webserver(services: DagsterServices, etl_env
 
     logs = json.loads(etl(services, "logs", "shop", "--json").stdout)
     assert [(r["run_id"], r["status"], r["partition"], r["trigger"]) for r in logs] == [
-        (run_id, "SUCCESS", "2025-03-09", "manual")
+        (run_id, "success", "2025-03-09", "manual")
     ]
     assert json.loads(etl(services, "logs", "shop", "--status", "failed", "--json").stdout) == []
     assert json.loads(etl(services, "logs", "shop", "--page", "2", "--page-size", "1", "--json").stdout) == []
 
     listed = json.loads(etl(services, "list", "--json").stdout)[0]
-    assert (listed["last_run"], listed["last_status"], listed["success_rate"]) == (run_id, "SUCCESS", 1.0)
+    assert (listed["last_run"], listed["last_status"], listed["success_rate"]) == (run_id, "success", 1.0)
+    header, row = etl(services, "list").stdout.splitlines()
+    assert row.index(" success ") + 1 == header.index("status")  # the columns line up
+    assert row[header.index("last run"):].startswith(run_id[:8])
 
     # The daemon's run-status sensor recorded the run in history.
     deadline = time.monotonic() + 90

@@ -165,3 +165,46 @@ def test_dev_serves_the_ui_and_stops_everything_on_ctrl_c(tmp_path: Path, page, 
         stop_leftovers([*started.values(), *(p for p in psutil.process_iter() if belongs_to(p, home))])
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/server_info", timeout=2)
+
+
+def _as_a_script_starts_it() -> None:
+    """What a non-interactive shell does to a command it starts in the background (`cmd &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("started_by", ["service manager", "script"])
+def test_dev_without_a_terminal_stops_everything_on_sigterm(tmp_path: Path, started_by: str) -> None:
+    """No terminal: stdin is not a TTY, and a script's background job ignores SIGINT too."""
+    home = tmp_path / "etl_home"
+    port = free_port()
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "etl_assets.cli", "dev", "--port", str(port)],
+            cwd=ROOT, env=clean_env(home), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_as_a_script_starts_it if started_by == "script" else None,  # noqa: PLW1509  (before any thread)
+        )
+    started: dict[int, psutil.Process] = {}
+    try:
+        url = wait_for_line(log, r"Dagster UI: (http://\S+)", proc, timeout=90).group(1)
+        wait_loaded(url, proc, log)
+        started = {p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)}
+        started.update({p.pid: p for p in psutil.process_iter() if belongs_to(p, home) and p.pid != proc.pid})
+        names = " ".join(cmdline(p) for p in started.values())
+        for part in ("webserver", "daemon", "postgres"):
+            assert part in names, f"expected a {part} process among:\n{names}"
+
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        deadline = time.monotonic() + 60
+        while alive([*started.values(), *(p for p in psutil.process_iter() if belongs_to(p, home))]):
+            assert time.monotonic() < deadline, "left running after SIGTERM: " + "; ".join(alive(started.values()))
+            time.sleep(0.2)
+    except BaseException:
+        stop_leftovers([psutil.Process(proc.pid), *started.values()] if proc.poll() is None else started.values())
+        stop_leftovers([p for p in psutil.process_iter() if belongs_to(p, home)])
+        raise
+    assert code == 0, log.read_text()[-4000:]
+    assert "stopped: the Dagster webserver, daemon and embedded PostgreSQL" in log.read_text()
