@@ -168,7 +168,8 @@ def explain(run: dict[str, Any], storage_dir: str, *, timezone: str = "UTC", fil
     out += ["", "When",
             f"  started  {when(run['started_at'], tz)}",
             f"  finished {when(run['finished_at'], tz)}",
-            f"  took {_n(run['duration_s'])}s; trigger: {run['trigger']}"]
+            f"  took {_n(run['duration_s'])}s; trigger: {run['trigger']}"
+            + (f", started by {run['started_by']}" if run.get("started_by") else "")]
     if run.get("retries"):
         out.append(f"  {run['retries']} step retr{'y' if run['retries'] == 1 else 'ies'} after transient errors")
     if run.get("peak_rss_mb") is not None:

@@ -101,6 +101,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pipeline, partition)
     );
     """,
+    # Who started a run through the job API or its UI (the `etl/started_by` tag).
+    "ALTER TABLE etl_meta.runs ADD COLUMN started_by text",
 ]
 
 
@@ -143,6 +145,9 @@ def step_metrics(start: resource.struct_rusage) -> dict[str, Any]:
 
 def _value(v: Any) -> Any:
     return getattr(v, "value", v)
+
+
+STARTED_BY_TAG = "etl/started_by"
 
 
 def trigger_of(tags: dict[str, str]) -> str:
@@ -255,6 +260,7 @@ class RunOutcome:
     trigger: str
     status: str  # success | failed | partial | canceled
     dagster_status: str
+    started_by: str | None = None  # the API token's name, when a run came through the job API
     started_at: str | None = None
     finished_at: str | None = None
     duration_s: float | None = None
@@ -531,6 +537,7 @@ def build_outcome(
         trigger=trigger_of(run.tags),
         status=status,
         dagster_status=run.status.value,
+        started_by=run.tags.get(STARTED_BY_TAG),
         started_at=_iso(started),
         finished_at=_iso(finished),
         duration_s=round(finished - started, 3) if started and finished else None,
@@ -573,16 +580,16 @@ def write_record(conn: psycopg.Connection, record: dict[str, Any]) -> None:
     with conn.transaction():
         conn.execute(
             """
-            INSERT INTO etl_meta.runs (run_id, pipeline, partitions, trigger, started_at, finished_at,
-                duration_s, status, error_type, error_summary, peak_rss_mb, cpu_s, retries,
+            INSERT INTO etl_meta.runs (run_id, pipeline, partitions, trigger, started_by, started_at,
+                finished_at, duration_s, status, error_type, error_summary, peak_rss_mb, cpu_s, retries,
                 report_path, webserver_url, steps, notes)
-            VALUES (%(run_id)s, %(pipeline)s, %(partitions)s, %(trigger)s, %(started_at)s,
+            VALUES (%(run_id)s, %(pipeline)s, %(partitions)s, %(trigger)s, %(started_by)s, %(started_at)s,
                 %(finished_at)s, %(duration_s)s, %(status)s, %(error_type)s, %(error_summary)s,
                 %(peak_rss_mb)s, %(cpu_s)s, %(retries)s, %(report_path)s, %(webserver_url)s,
                 %(steps)s, %(notes)s)
             ON CONFLICT (run_id) DO UPDATE SET
                 pipeline = EXCLUDED.pipeline, partitions = EXCLUDED.partitions,
-                trigger = EXCLUDED.trigger, started_at = EXCLUDED.started_at,
+                trigger = EXCLUDED.trigger, started_by = EXCLUDED.started_by, started_at = EXCLUDED.started_at,
                 finished_at = EXCLUDED.finished_at, duration_s = EXCLUDED.duration_s,
                 status = EXCLUDED.status, error_type = EXCLUDED.error_type,
                 error_summary = EXCLUDED.error_summary, peak_rss_mb = EXCLUDED.peak_rss_mb,
@@ -590,7 +597,7 @@ def write_record(conn: psycopg.Connection, record: dict[str, Any]) -> None:
                 report_path = EXCLUDED.report_path, webserver_url = EXCLUDED.webserver_url,
                 steps = EXCLUDED.steps, notes = EXCLUDED.notes, recorded_at = now()
             """,
-            {**record, "steps": Jsonb(record["steps"]), "notes": Jsonb(record["notes"])},
+            {"started_by": None, **record, "steps": Jsonb(record["steps"]), "notes": Jsonb(record["notes"])},
         )
         conn.execute("DELETE FROM etl_meta.run_sources WHERE run_id = %s", (record["run_id"],))
         for name, s in record["sources"].items():

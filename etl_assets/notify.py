@@ -247,7 +247,8 @@ def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "partitions": partitions,
         "partitions_label": partitions_label(partitions),
         "partitions_short": _short_partitions(partitions),
-        "trigger": str(record.get("trigger") or "unknown"),
+        "trigger": str(record.get("trigger") or "unknown")
+        + (f" by {record['started_by']}" if record.get("started_by") else ""),
         "started_at": record.get("started_at") or "",
         "finished_at": record.get("finished_at") or "",
         "duration": format_duration(record.get("duration_s")),

@@ -249,6 +249,12 @@ def test_slack_message_for_success_has_counts_and_warnings() -> None:
     assert "Report: `/srv/etl/demo_sales/reports/2026-11-15.html`" in shown
 
 
+def test_alerts_say_who_started_a_run_through_the_api() -> None:
+    text, blocks = slack_message(record("success", trigger="manual", started_by="ops-bot"))
+    assert "trigger: manual by ops-bot)" in text
+    assert "*Trigger*\nmanual by ops-bot" in block_text(blocks)
+
+
 def test_durations() -> None:
     assert [format_duration(s) for s in (4.25, 83.4, 3725, None)] == [
         "4.2s", "1m 23s", "1h 02m 05s", "unknown"

@@ -42,6 +42,7 @@ from etl_assets.api.models import (
     Written,
 )
 from etl_assets.api.proxy import UiBackends
+from etl_assets.history import STARTED_BY_TAG
 from etl_assets.partitions import partitions_def
 from etl_assets.secrets import redact
 from etl_assets.spec import PipelineSpec, SpecError
@@ -283,7 +284,7 @@ def start_run(
 ) -> Launched:
     """One partition (`partition`), or `from`..`to` as one run; queued by the daemon."""
     keys = _requested(_spec_of(api, name), body)
-    tags = {"etl/started_by": who.name}
+    tags = {STARTED_BY_TAG: who.name}
     if len(keys) == 1:
         run_id = jobs.run_job(api.url, name, keys[0], tags=tags)
     else:
@@ -342,11 +343,12 @@ def get_run(api: Api, run_id: RunId, _: Viewer, conn: Db) -> dict[str, Any]:
     live = jobs.run_info(api.url, record["run_id"] if record else run_id)
     tags = {t["key"]: t["value"] for t in live["tags"]} if live else {}
     if record is not None:
-        return {**json.loads(json.dumps(record, default=str)), "started_by": tags.get("etl/started_by")}
+        return {**json.loads(json.dumps(record, default=str)),
+                "started_by": record.get("started_by") or tags.get(STARTED_BY_TAG)}
     if live is None:
         raise HTTPException(404, f"no run matches {run_id!r}")
     return {**_flying(live).model_dump(mode="json"), "pipeline": tags.get("etl/pipeline"),
-            "started_by": tags.get("etl/started_by")}
+            "started_by": tags.get(STARTED_BY_TAG)}
 
 
 @router.post("/runs/{run_id}/cancel", response_model=Canceled)

@@ -39,6 +39,7 @@ from starlette.requests import ClientDisconnect
 from etl_assets.api import audit, tokens
 from etl_assets.api.auth import Principal, identify
 from etl_assets.api.models import Role
+from etl_assets.history import STARTED_BY_TAG
 
 PREFIX = "/ui"
 COOKIE = "etl_session"
@@ -314,7 +315,7 @@ def _inspect(body: bytes, who: Principal) -> tuple[bytes, list[tuple[str, dict[s
 
 
 def _tag(variables: dict[str, Any], name: str) -> None:
-    tag = {"key": "etl/started_by", "value": name}
+    tag = {"key": STARTED_BY_TAG, "value": name}
     holders: list[dict[str, Any]] = []
     params = variables.get("executionParams")
     if isinstance(params, dict):
