@@ -20,6 +20,7 @@ from upath import UPath
 from etl_assets import history
 from etl_assets.assets import LAYERS, asset_key
 from etl_assets.history import RunOutcome
+from etl_assets.ops import lineage
 from etl_assets.partitions import partitions_def
 from etl_assets.quality import check_name
 from etl_assets.secrets import redact
@@ -90,6 +91,20 @@ def check_upstream(instance: dg.DagsterInstance, spec: PipelineSpec, step: str |
             )
 
 
+def send_lineage(instance: dg.DagsterInstance, spec: PipelineSpec, run_id: str) -> None:
+    """An in-process run has no daemon sensor to send its OpenLineage events: send them here.
+
+    START goes out after the fact, stamped with the run's start time, then the final event.
+    """
+    if not lineage.configured():
+        return
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status not in lineage.EVENT_TYPES:
+        return
+    for status in (dg.DagsterRunStatus.STARTED, run.status):
+        lineage.emit(instance, run, spec, status, warehouse_url=os.environ["ETL_WAREHOUSE_URL"])
+
+
 def run_pipeline(
     defs: dg.Definitions,
     spec: PipelineSpec,
@@ -126,6 +141,7 @@ def run_pipeline(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         **kwargs,
     )
+    send_lineage(instance, spec, result.run_id)
     if not record_history:
         return history.build_outcome(instance, result.run_id, spec)
     # The same handler the daemon's run-status sensors call: same rows, same messages, and

@@ -392,3 +392,20 @@ def test_dataset_names_carry_no_credentials() -> None:
     )
     assert lineage.file_dataset("s3://drops/stock/*.csv.gz", "drops/stock/a.csv.gz") == ("s3://drops", "stock/a.csv.gz")
     assert lineage.file_dataset("/data/in/*.csv", "/data/in/a.csv") == ("file", "/data/in/a.csv")
+
+
+def test_an_in_process_run_sends_its_events_too(
+    collector: Collector, etl_env: dict[str, str], instance: dg.DagsterInstance
+) -> None:
+    """`etl-assets run` has no daemon sensor behind it: the runner sends START and COMPLETE itself."""
+    from etl_assets.runner import run_pipeline
+
+    spec = make_spec()
+    create_orders(etl_env["TEST_SOURCE_URL"], [(1, "c1", "9.50", dt.datetime(2025, 3, 10, 12, tzinfo=dt.timezone.utc))])
+    outcome = run_pipeline(build_defs([spec]), spec, [WEEK], instance=instance, record_history=False)
+    assert outcome.status == "success"
+    assert [(e["eventType"], e["run"]["runId"]) for e in collector.events] == [
+        ("START", outcome.run_id), ("COMPLETE", outcome.run_id)
+    ]
+    for event in collector.events:
+        assert_valid(event)
