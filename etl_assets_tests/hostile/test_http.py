@@ -6,11 +6,13 @@ Two real servers on 127.0.0.1 with different ports stand for two hosts.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -173,3 +175,38 @@ def test_a_trickling_server_cannot_outlast_timeout_seconds(hosts, part: str) -> 
         f"shop.sources.orders: no complete response from {api.url}/items within "
         "timeout_seconds (1s) (page 1)"
     )
+
+
+def forward_proxy(host: Host) -> Reply:
+    """A plain HTTP forward proxy: relays the absolute-URL request and streams the answer back."""
+
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        target = urlsplit(h.path)
+        with socket.create_connection((target.hostname, target.port)) as upstream:
+            upstream.sendall(f"GET {target.path or '/'} HTTP/1.1\r\nHost: {target.netloc}\r\n\r\n".encode())
+            upstream.settimeout(0.2)
+            while not host.stop.is_set():
+                try:
+                    chunk = upstream.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                h.wfile.write(chunk)
+                h.wfile.flush()
+
+    return reply
+
+
+@pytest.mark.timeout(120)
+def test_the_deadline_holds_through_a_proxy(hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests builds a separate connection pool for a proxy; its sockets must be watched too."""
+    api, proxy = hosts(), hosts()
+    api.reply = trickle_forever(api, "body")
+    proxy.reply = forward_proxy(proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    src = source(kind="http", url=api.url + "/items", mode="full", timeout_seconds=1)
+    with pytest.raises(requests.Timeout, match=r"within timeout_seconds \(1s\)"):
+        http.extract(src, request())
+    assert proxy.paths == [f"{api.url}/items"]  # it did go through the proxy
