@@ -16,6 +16,9 @@ from psycopg import sql
 from etl_assets.spec import PipelineSpec, parse_pipeline
 from etl_assets_tests.stubs import slack_stub, smtp_stub  # noqa: F401  (shared fixtures)
 
+# The session's one browser, for e2e/ and api/ alike.
+pytest_plugins = ["etl_assets_tests.browser"]
+
 PG_HOST = os.environ.get("ETL_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("ETL_TEST_PG_PORT", "5432")
 ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"

@@ -21,9 +21,9 @@ from fastapi import FastAPI
 from etl_assets.api import tokens
 from etl_assets.api.app import ApiConfig, create_app
 from etl_assets.api.models import Role
+from etl_assets_tests.browser import expect  # noqa: F401  (for the tests here)
 from etl_assets_tests.conftest import Databases, create_orders
 from etl_assets_tests.dagster_services import DagsterServices, free_port
-from etl_assets_tests.e2e.conftest import browser, expect, page  # noqa: F401  (the browser fixtures)
 
 SHOP = {
     "name": "shop",

@@ -173,7 +173,7 @@ def test_a_browser_signs_in_as_viewer_then_operator_and_launches_a_partition(ui:
     expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
     dialog.get_by_role("button", name="Launch 1 run").click()
     expect(page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))).to_be_visible()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     rows: list = []
     while time.monotonic() < deadline and not rows:
         rows = [r for r in ui.audit() if r[0] == "operator" and latest in (r[3] or "")]

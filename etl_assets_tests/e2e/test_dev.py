@@ -123,7 +123,7 @@ def test_dev_serves_the_ui_and_stops_everything_on_ctrl_c(tmp_path: Path, page, 
 
         open_page(page, f"{url}/locations/etl_assets/asset-groups/demo_sales")
         expect(page.get_by_text("demo_sales", exact=True).first).to_be_visible()
-        expect(page.get_by_role("button", name=re.compile("Materialize all"))).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name=re.compile("Materialize all"))).to_be_visible(timeout=180_000)
         shoot(page, "dev-asset-group")
 
         # Everything `dev` started, whatever its parent by now.

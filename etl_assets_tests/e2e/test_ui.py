@@ -97,7 +97,7 @@ def test_asset_group_graph_shows_every_layer_of_every_source(services: DagsterSe
     open_page(page, group_url(services))
     expect(page.get_by_role("tab", name="Lineage")).to_be_visible()
     canvas = page.locator("svg[class*=svgContainer]")
-    expect(canvas.locator("foreignObject")).to_have_count(4 * len(sources) + 1, timeout=60_000)
+    expect(canvas.locator("foreignObject")).to_have_count(4 * len(sources) + 1, timeout=180_000)
     # Each source shows as four boxes named after it, and one box is the report.
     for name in sources:
         expect(canvas.get_by_text(name, exact=True)).to_have_count(4)
@@ -270,7 +270,7 @@ def test_materialize_one_partition_and_backfill_four_weeks_from_the_ui(
     expect(page.get_by_text(f"{n_assets} assets", exact=True)).to_be_visible()
     expect(page.get_by_text(f"Succeeded ({n_assets})", exact=True)).to_be_visible()
     expect(page.get_by_text("Errored (0)", exact=True)).to_be_visible()
-    expect(page.get_by_text("Loading run logs…")).to_have_count(0, timeout=60_000)
+    expect(page.get_by_text("Loading run logs…")).to_have_count(0, timeout=180_000)
     shoot(page, "05-run-success")
 
     # The backfill: its page says Succeeded, every asset 4 of 4, and it made one run.
