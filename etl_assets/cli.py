@@ -177,6 +177,8 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, progres
                     notifiers=notifier_resources([spec]),
                     on_event=listener,
                 )
+                if isinstance(listener, Progress):
+                    listener.finish(instance, summary.run_id)
             log_path = write_run_log(instance, summary.run_id, spec.name)
     except RunRequestError as e:
         _fail(str(e))

@@ -294,6 +294,7 @@ class Progress:
         self.started: dict[str, float] = {}
         self.rows: dict[str, int] = {}
         self.done: dict[str, int] = {}
+        self.ended: set[str] = set()
         self.bar: Any = None
         if self.console.is_terminal:
             from rich import progress as rp
@@ -312,6 +313,14 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+    def finish(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        """Print the end of every step whose end event the listener has not seen, from the
+        stored event log: the run's summary never follows a step left hanging at "…"."""
+        ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
+        for entry in instance.all_logs(run_id, of_type=ends):
+            if entry.step_key and entry.step_key not in self.ended:
+                self(entry)
 
     def _label(self, step: str) -> str:
         parts = step.split("__")
@@ -343,6 +352,7 @@ class Progress:
             self._advance(step, 1)
         elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
             self.index.setdefault(step, len(self.index) + 1)
+            self.ended.add(step)
             took = entry.timestamp - self.started.get(step, entry.timestamp)
             word = "OK" if kind == dg.DagsterEventType.STEP_SUCCESS else "FAILED"
             rows = f" {self.rows[step]:,} rows" if step in self.rows else ""
@@ -350,5 +360,6 @@ class Progress:
             self.console.print(f"{self._label(step)} … {word}{rows} {took:.1f} s", markup=False)
         elif kind == dg.DagsterEventType.STEP_SKIPPED:
             self.index.setdefault(step, len(self.index) + 1)
+            self.ended.add(step)
             self._advance(step, self.partitions)
             self.console.print(f"{self._label(step)} … SKIPPED (upstream failed)", markup=False)
