@@ -52,7 +52,7 @@ def test_progress_goes_to_stderr_with_json_and_stdout_stays_json(etl_env, etl_cl
     steps = [line for line in out.stderr.splitlines() if line.startswith("[")]
     assert steps[0] == "[1/5] orders raw 2025-03-02 …"
     assert any(line.startswith("[1/5] orders raw 2025-03-02 … OK 10 rows ") and line.endswith(" s") for line in steps)
-    assert any(line.startswith("[5/5] report 2025-03-02 … OK") for line in steps)
+    assert any(line.startswith("[5/5] report 2025-03-02 … OK") for line in steps), out.stderr
     assert len(steps) == 10  # each of the 5 steps as it starts and as it ends
 
     piped = etl_cli("run", "shop", "--partition", "2025-03-02")
