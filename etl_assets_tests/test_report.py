@@ -144,7 +144,7 @@ def test_range_report_rolls_up_kpis_rows_and_distinct_orphans(etl_cli, etl_env, 
     # (never loaded as customers) in both.
     create_orders(etl_env["TEST_SOURCE_URL"], orders(40, dt.datetime(2025, 3, 9, 1, tzinfo=NY), dt.timedelta(hours=6)))
     ran = etl_cli("run", "shop", "--from", "2025-03-09", "--to", "2025-03-16", "--json")
-    assert json.loads(ran.stdout)["status"] == "success", ran.stdout + ran.stderr
+    assert ran.returncode == 0 and json.loads(ran.stdout)["status"] == "success", ran.stdout + ran.stderr
 
     out = etl_cli("report", "shop", "--from", "2025-03-09", "--to", "2025-03-16")
     assert out.returncode == 0, out.stderr
