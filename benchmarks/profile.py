@@ -51,8 +51,11 @@ def timed(name: str, fn: Callable) -> Callable:
 
 def instrument() -> None:
     """Wrap the product's functions with timers (module attributes, looked up at call time)."""
-    from etl_assets import assets, quality, sources, storage, warehouse
-    from etl_assets import normalize as norm
+    from etl_assets import quality, sources
+    from etl_assets.orchestration import assets
+    from etl_assets.io import storage
+    from etl_assets.warehouses import postgres as warehouse
+    from etl_assets.transform import normalize as norm
 
     sources.extract = timed("raw: sources.extract (COPY CSV → Arrow → pandas)", sources.extract)
     assets.latest_metadata = timed("raw: latest_metadata (instance query per partition)", assets.latest_metadata)
@@ -86,7 +89,7 @@ def instrument() -> None:
 def e2e(weeks: int, storage_dir: str, table: str = "src.orders") -> dict[str, Any]:
     import dagster as dg
 
-    from etl_assets.assets import asset_key
+    from etl_assets.orchestration.assets import asset_key
     from etl_assets.definitions import build_defs
     from etl_assets.spec import parse_pipeline
 
@@ -194,9 +197,9 @@ def alternatives(weeks_dir: Path) -> list[dict[str, Any]]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from etl_assets import normalize as norm
+    from etl_assets.transform import normalize as norm
     from etl_assets import quality, sources
-    from etl_assets.partitions import partitions_def, window_for
+    from etl_assets.core.partitions import partitions_def, window_for
     from etl_assets.sources.base import ExtractRequest
     from etl_assets.spec import parse_pipeline
 
@@ -312,7 +315,7 @@ def alternatives(weeks_dir: Path) -> list[dict[str, Any]]:
     t_copy_csv, _ = best(copy_csv, 2)
 
     def copy_product() -> None:
-        from etl_assets.warehouse import Warehouse
+        from etl_assets.warehouses.postgres import Warehouse
 
         with psycopg.connect(pg_url(WH_DB)) as conn:
             conn.execute("CREATE TEMP TABLE s (order_id bigint, customer_id bigint, customer_name text, sku text, "

@@ -234,7 +234,7 @@ def run_etl_assets(job: dict[str, Any], step: dict[str, Any], *, instance_kind: 
     _etl_env(job, step["table"])
     import dagster as dg
 
-    from etl_assets.assets import asset_key
+    from etl_assets.orchestration.assets import asset_key
     from etl_assets.definitions import build_defs
     from etl_assets.spec import parse_pipeline
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from etl_assets import embedded
+from etl_assets.dev import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

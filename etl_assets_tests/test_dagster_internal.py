@@ -16,7 +16,7 @@ from etl_assets.dagster_internal import (
     stop_schedule,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 HOURLY_DEFS = """
 import dagster as dg
@@ -101,12 +101,11 @@ def test_scheduler_iteration_raises_what_the_daemon_would_only_log(tmp_path: Pat
 def test_scheduler_iteration_raises_when_the_code_location_does_not_load(tmp_path: Path) -> None:
     defs_file = tmp_path / "broken_defs.py"
     defs_file.write_text("import dagster as dg\n\nnot_defs = None\n")
-    with dg.instance_for_test() as instance:
-        with (
-            pytest.raises(RuntimeError, match="defs not found"),
-            pytest.warns(UserWarning, match="Error loading"),
-        ):
-            run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 6, 2, 9, 30, tzinfo=UTC))
+    with (
+        dg.instance_for_test() as instance, pytest.raises(RuntimeError, match="defs not found"),
+        pytest.warns(UserWarning, match="Error loading"),
+    ):
+        run_scheduler_iteration(instance, defs_file, dt.datetime(2025, 6, 2, 9, 30, tzinfo=UTC))
 
 
 def test_stop_schedule_pauses_a_running_schedule(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import yaml
 from dagster_celery import celery_executor
 
 from etl_assets.definitions import build_defs
-from etl_assets.settings import pipelines_dir
+from etl_assets.core.settings import pipelines_dir
 from etl_assets.spec import load_pipelines
 
 HERE = Path(__file__).resolve().parent

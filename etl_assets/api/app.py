@@ -1,7 +1,7 @@
 """The job API (FastAPI): pipelines, runs and the audit trail, behind tokens with roles.
 
 It drives the same Dagster webserver as `etl-assets jobs` through the same client module
-(`etl_assets.jobs`), and reads run history through `etl_assets.history`.
+(`etl_assets.ops.jobcontrol`), and reads run history through `etl_assets.ops.history`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from etl_assets import history, jobs
+from etl_assets.ops import history
+from etl_assets.ops import jobcontrol as jobs
 from etl_assets.api import audit, proxy, specs, tokens
 from etl_assets.api.auth import FailedLogins, Principal, authorize, identify
 from etl_assets.api.models import (
@@ -42,9 +43,9 @@ from etl_assets.api.models import (
     Written,
 )
 from etl_assets.api.proxy import UiBackends
-from etl_assets.history import STARTED_BY_TAG
-from etl_assets.partitions import partitions_def
-from etl_assets.secrets import redact
+from etl_assets.ops.history import STARTED_BY_TAG
+from etl_assets.core.partitions import partitions_def
+from etl_assets.core.secrets import redact
 from etl_assets.spec import PipelineSpec, SpecError
 
 SESSION_COOKIE = "etl_session"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from etl_assets.api.models import AuditEntry
-from etl_assets.secrets import redact
+from etl_assets.core.secrets import redact
 
 
 def outcome_of(status: int) -> str:

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from etl_assets import settings
+from etl_assets.core import settings
 from etl_assets.api.models import Role
 
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -51,7 +51,7 @@ def serve(host: str, port: int, url: str, allow_anonymous_read: bool, ui: bool) 
     """Serve the API; its OpenAPI document is /api/v1/openapi.json."""
     import uvicorn
 
-    from etl_assets import embedded
+    from etl_assets.dev import embedded
     from etl_assets.api import proxy
     from etl_assets.api.app import ApiConfig, create_app
 
@@ -82,7 +82,7 @@ def token() -> None:
 def _conn():
     import psycopg
 
-    from etl_assets import embedded
+    from etl_assets.dev import embedded
     from etl_assets.api import tokens
 
     server = embedded.configure()

@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from etl_assets.api import audit, tokens
 from etl_assets.api.auth import Principal, identify
 from etl_assets.api.models import Role
-from etl_assets.history import STARTED_BY_TAG
+from etl_assets.ops.history import STARTED_BY_TAG
 
 PREFIX = "/ui"
 COOKIE = "etl_session"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from etl_assets.schedules import schedule_cron
+from etl_assets.orchestration.schedules import schedule_cron
 from etl_assets.spec import (
     IDENTIFIER,
     PipelineSpec,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from etl_assets import history
+from etl_assets.ops import history
 from etl_assets.api.models import Role
-from etl_assets.warehouse import lock_key
+from etl_assets.warehouses.postgres import lock_key
 
 # Each entry upgrades the API's tables by one version; append, never edit a released one.
 MIGRATIONS: list[str] = [

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 
-from etl_assets import history, notify
-from etl_assets.partitions import Window, latest_complete_keys, partitions_def, window_for
-from etl_assets.schedules import _in_flight, _materialized
+from etl_assets.ops import history
+from etl_assets.ops import notify
+from etl_assets.core.partitions import Window, latest_complete_keys, partitions_def, window_for
+from etl_assets.orchestration.schedules import _in_flight, _materialized
 from etl_assets.spec import PipelineSpec
 
 SENSOR_NAME = "etl_deadline_sensor"
@@ -186,7 +187,7 @@ def build_deadline_sensors(
     specs: Sequence[PipelineSpec], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC)
 ) -> list[dg.SensorDefinition]:
     """`etl_deadline_sensor` when some pipeline has a deadline; `clock` is its notion of now."""
-    from etl_assets.sensors import notifier_resources
+    from etl_assets.orchestration.sensors import notifier_resources
 
     watched = [s for s in specs if s.deadline is not None]
     if not watched:

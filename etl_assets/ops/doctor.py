@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl_assets import jobs
-from etl_assets.embedded import to_libpq
-from etl_assets.secrets import redact
+from etl_assets.ops import jobcontrol as jobs
+from etl_assets.dev.embedded import to_libpq
+from etl_assets.core.secrets import redact
 
 CONNECT_TIMEOUT = 5  # seconds
 

@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from etl_assets import history
-from etl_assets.partitions import partitions_def, window_for
-from etl_assets.secrets import MissingSecret, redact, resolve
+from etl_assets.ops import history
+from etl_assets.core.partitions import partitions_def, window_for
+from etl_assets.core.secrets import MissingSecret, redact, resolve
 from etl_assets.spec import CsvSource, HttpSource, PipelineSpec, check_name
-from etl_assets.warehouse import WarehouseResource
+from etl_assets.warehouses.postgres import WarehouseResource
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import dagster as dg
 import psutil
 
-from etl_assets import settings
-from etl_assets.errors import memory_limit_failure
+from etl_assets.core import settings
+from etl_assets.core.errors import memory_limit_failure
 from etl_assets.spec import PipelineSpec
 
 F = TypeVar("F", bound=Callable[..., Any])

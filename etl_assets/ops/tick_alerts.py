@@ -14,7 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from etl_assets import dagster_internal, notify
+from etl_assets import dagster_internal
+from etl_assets.ops import notify
 from etl_assets.spec import NotifySpec, PipelineSpec
 
 SENSOR_NAME = "etl_tick_failure_sensor"
@@ -50,7 +51,7 @@ def alert_failed_ticks(
 
 def build_tick_sensor(specs: Sequence[PipelineSpec]) -> dg.SensorDefinition:
     """`etl_tick_failure_sensor`, sending through the Slack and email resources that exist."""
-    from etl_assets.sensors import notifier_resources
+    from etl_assets.orchestration.sensors import notifier_resources
 
     keys = set(notifier_resources(list(specs)))
 

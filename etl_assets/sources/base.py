@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from etl_assets.partitions import Window
+from etl_assets.core.partitions import Window
 
 
 @dataclass

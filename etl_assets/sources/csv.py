@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from etl_assets.secrets import redact, resolve
+from etl_assets.core.secrets import redact, resolve
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
 from etl_assets.sources.tabular import counted, in_window, naive_zone, to_frame
 

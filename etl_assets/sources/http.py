@@ -23,7 +23,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 
-from etl_assets.secrets import redact, resolve
+from etl_assets.core.secrets import redact, resolve
 from etl_assets.sources.base import (
     Extract,
     ExtractRequest,

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pymysql.constants import FIELD_TYPE, FLAG
 from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
 
-from etl_assets.secrets import redact
+from etl_assets.core.secrets import redact
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
 from etl_assets.sources.sql import parse_url, shown_url, statement
 from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_bounds

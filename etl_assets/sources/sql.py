@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from etl_assets.secrets import redact, resolve
+from etl_assets.core.secrets import redact, resolve
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
 from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_zone
 from etl_assets.spec import ENV_REF

@@ -220,7 +220,7 @@ def in_window(
     frame: pd.DataFrame, column: str, start: dt.datetime, end: dt.datetime, tz: Any, where: str
 ) -> pd.DataFrame:
     """Rows with `start <= column < end`, reading the column exactly as normalize will."""
-    from etl_assets.normalize import _cast
+    from etl_assets.transform.normalize import _cast
 
     if not len(frame):
         return frame

@@ -22,8 +22,8 @@ from etl_assets.api import tokens
 from etl_assets.api.app import ApiConfig, create_app
 from etl_assets.api.models import Role
 from etl_assets_tests.browser import expect  # noqa: F401  (for the tests here)
-from etl_assets_tests.conftest import Databases, create_orders
 from etl_assets_tests.dagster_services import DagsterServices, free_port
+from etl_assets_tests.helpers import Databases, create_orders
 
 SHOP = {
     "name": "shop",
@@ -47,7 +47,7 @@ SHOP = {
 
 def shop_orders(n: int = 30) -> list[tuple]:
     """n orders three hours apart from Sunday 2025-03-09 01:00 New York: the week 2025-03-09."""
-    start = dt.datetime(2025, 3, 9, 6, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2025, 3, 9, 6, tzinfo=dt.UTC)
     return [(i, f"cust{i % 7}", f"{i}.50", start + i * dt.timedelta(hours=3)) for i in range(1, n + 1)]
 
 

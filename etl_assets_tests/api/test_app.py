@@ -18,9 +18,9 @@ import psycopg
 import pytest
 import yaml
 
-from etl_assets import history
-from etl_assets_tests.conftest import query
+from etl_assets.ops import history
 from etl_assets_tests.dagster_services import ROOT
+from etl_assets_tests.helpers import query
 
 from .conftest import SHOP, Stack
 

@@ -20,10 +20,10 @@ import yaml
 
 from etl_assets.api import proxy
 from etl_assets.api.app import ApiConfig, create_app
-from etl_assets.partitions import partitions_def
+from etl_assets.core.partitions import partitions_def
 from etl_assets.spec import parse_pipeline
-from etl_assets_tests.conftest import Databases, create_orders, query
 from etl_assets_tests.dagster_services import ROOT, DagsterServices
+from etl_assets_tests.helpers import Databases, create_orders, query
 
 from .conftest import SHOP, role_tokens, serve, shop_orders
 

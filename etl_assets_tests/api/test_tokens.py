@@ -12,8 +12,8 @@ import yaml
 
 from etl_assets.api import tokens
 from etl_assets.api.app import ApiConfig, create_app
-from etl_assets_tests.conftest import query
 from etl_assets_tests.dagster_services import free_port
+from etl_assets_tests.helpers import query
 
 from .conftest import SHOP, serve
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets import demo
+from etl_assets.dev import demo
 from etl_assets.spec import load_pipelines
 from etl_assets_tests.browser import expect, open_page, shoot  # noqa: F401  (for the tests here)
-from etl_assets_tests.conftest import Databases
 from etl_assets_tests.dagster_services import ROOT, DagsterServices
+from etl_assets_tests.helpers import Databases
 
 
 def demo_spec():

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets import demo
-from etl_assets.assets import LAYERS, asset_key
+from etl_assets.core.partitions import partitions_def
 from etl_assets.definitions import build_defs
-from etl_assets.partitions import partitions_def
+from etl_assets.dev import demo
+from etl_assets.orchestration.assets import LAYERS, asset_key
 
 from .conftest import demo_spec
 

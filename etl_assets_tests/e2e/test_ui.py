@@ -18,7 +18,7 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType
 
 from etl_assets import quality
-from etl_assets.assets import LAYERS, asset_key
+from etl_assets.orchestration.assets import LAYERS, asset_key
 from etl_assets_tests.dagster_services import DagsterServices
 
 from .conftest import demo_spec, expect, instance_of, open_page, shoot, start_demo_services
@@ -186,7 +186,7 @@ def test_schedule_toggles_off_and_on_from_the_ui(services: DagsterServices, page
 
 def recent_keys(n: int) -> list[str]:
     """The latest n complete weekly partitions: the demo's seeded weeks."""
-    from etl_assets.partitions import partitions_def
+    from etl_assets.core.partitions import partitions_def
 
     return partitions_def(demo_spec()).get_partition_keys()[-n:]
 

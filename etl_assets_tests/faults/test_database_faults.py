@@ -18,16 +18,13 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import psycopg
 import pytest
 
 from etl_assets.definitions import build_defs
-from etl_assets.normalize import record_hashes
-from etl_assets.runner import run_pipeline
-from etl_assets.warehouse import Warehouse
-
-from ..conftest import create_orders, make_spec, query
-from ..test_assets import ny, orders_rows
+from etl_assets.orchestration.runner import run_pipeline
+from etl_assets.transform.normalize import record_hashes
+from etl_assets.warehouses.postgres import Warehouse
+from etl_assets_tests.helpers import create_orders, make_spec, ny, orders_rows, query
 
 
 @pytest.fixture
@@ -221,8 +218,8 @@ def test_tables_of_one_new_schema_are_created_at_once(warehouse_url) -> None:
 SIGKILL_SCRIPT = """
 import os, sys
 import pandas as pd
-from etl_assets.normalize import record_hashes
-from etl_assets.warehouse import Warehouse
+from etl_assets.transform.normalize import record_hashes
+from etl_assets.warehouses.postgres import Warehouse
 n, tag = int(sys.argv[2]), sys.argv[3]
 types = {"id": "integer", "payload": "string"}
 frame = pd.DataFrame({"id": pd.array(range(n), dtype="Int64"),

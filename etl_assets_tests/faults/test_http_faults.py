@@ -13,10 +13,9 @@ import dagster as dg
 import pytest
 
 from etl_assets.definitions import build_defs
-from etl_assets.runner import run_pipeline
+from etl_assets.orchestration.runner import run_pipeline
 from etl_assets.spec import parse_pipeline
-
-from ..conftest import query
+from etl_assets_tests.helpers import query
 
 RECORDS = [
     {"id": i, "name": f"item{i}", "updated_at": f"2025-03-1{i % 5}T12:00:00Z"} for i in range(1, 9)
@@ -31,7 +30,7 @@ class FlakyApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 api.hits.append(time.monotonic())
                 if api.script:
                     status, headers = api.script.pop(0)

@@ -10,12 +10,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from etl_assets.assets import asset_key, build_pipeline_assets
+from etl_assets.io.storage import ParquetIOManagerResource
+from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
 from etl_assets.spec import PipelineSpec, parse_pipeline
-from etl_assets.storage import ParquetIOManagerResource
-from etl_assets.warehouse import WarehouseResource, open_warehouse
-
-from ..conftest import create_orders, make_spec
+from etl_assets.warehouses.postgres import WarehouseResource, open_warehouse
+from etl_assets_tests.helpers import create_orders, make_spec
 
 NY = dt.timezone(dt.timedelta(hours=-4))
 LOADED = asset_key("shop", "loaded", "orders")

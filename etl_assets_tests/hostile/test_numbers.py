@@ -9,12 +9,11 @@ import pandas as pd
 import psycopg
 import pytest
 
-from etl_assets.assets import build_pipeline_assets
-from etl_assets.normalize import CastError, normalize
-from etl_assets.storage import ParquetIOManagerResource
-from etl_assets.warehouse import WarehouseResource
-
-from ..conftest import make_spec, query
+from etl_assets.io.storage import ParquetIOManagerResource
+from etl_assets.orchestration.assets import build_pipeline_assets
+from etl_assets.transform.normalize import CastError, normalize
+from etl_assets.warehouses.postgres import WarehouseResource
+from etl_assets_tests.helpers import make_spec, query
 
 INT64_MAX = 2**63 - 1
 

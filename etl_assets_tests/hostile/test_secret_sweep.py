@@ -25,7 +25,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from etl_assets.notify import EmailNotifier, SlackNotifier, notify_run
+from etl_assets.ops.notify import EmailNotifier, SlackNotifier, notify_run
 from etl_assets.spec import load_pipeline_file
 from etl_assets_tests.stubs import SlackStub, SmtpServer
 
@@ -160,7 +160,7 @@ def test_no_secret_reaches_any_output(
     etl_env, echo: Echo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     slack_stub: SlackStub, smtp_stub: SmtpServer,
 ) -> None:
-    from etl_assets_tests.conftest import create_orders
+    from etl_assets_tests.helpers import create_orders
 
     create_orders(etl_env["TEST_SOURCE_URL"], [(1, "ann", "2.50", "2025-01-06T10:00:00Z")])
     spec_path = write_spec(tmp_path / "pipelines", echo, etl_env["TEST_SOURCE_URL"])

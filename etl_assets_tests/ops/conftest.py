@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from etl_assets_tests.conftest import Databases, create_orders
 from etl_assets_tests.dagster_services import BIN, ROOT, DagsterServices
+from etl_assets_tests.helpers import Databases, create_orders
 
 NY = ZoneInfo("America/New_York")
 WEEKS = ["2025-03-02", "2025-03-09", "2025-03-16", "2025-03-23", "2025-03-30", "2025-04-06"]

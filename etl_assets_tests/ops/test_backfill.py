@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from etl_assets_tests.conftest import query
 from etl_assets_tests.dagster_services import DagsterServices
+from etl_assets_tests.helpers import query
 
 from .conftest import BAD_ORDER, BAD_WEEK, WEEKS
 

@@ -10,17 +10,17 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.definitions import build_defs
-from etl_assets.notify import EmailNotifier, SlackNotifier
 from etl_assets.ops.deadlines import alert_deadlines, build_deadline_sensors, deadline_of
-from etl_assets.partitions import partitions_def, window_for
-from etl_assets.sensors import handle_run_finished
+from etl_assets.ops.notify import EmailNotifier, SlackNotifier
+from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.spec import PipelineSpec, SpecError
-from etl_assets_tests.conftest import create_orders, make_spec, query
+from etl_assets_tests.helpers import create_orders, make_spec, query
 from etl_assets_tests.stubs import SlackStub, SmtpServer
 
 NY = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TOKEN = "xoxb-deadline-81c2aa"
 LOG = logging.getLogger("etl_assets.test")
 
@@ -140,7 +140,7 @@ def test_a_failed_partition_past_its_deadline_says_failed(etl_env: dict[str, str
 
 def test_the_deadline_sensor_keeps_a_cursor(etl_env: dict[str, str], slack_stub: SlackStub, monkeypatch) -> None:
     """Under the daemon: the sensor reads its clock, evaluates due partitions, stores its cursor."""
-    from etl_assets.warehouse import WarehouseResource
+    from etl_assets.warehouses.postgres import WarehouseResource
 
     spec = deadline_spec(slack_stub, "2025-03-09")
     clock = [dt.datetime(2025, 3, 16, 9, 30, tzinfo=NY)]

@@ -25,8 +25,8 @@ from referencing import Registry, Resource
 from etl_assets.definitions import build_defs
 from etl_assets.ops import lineage
 from etl_assets.spec import PipelineSpec, parse_pipeline
-from etl_assets.warehouse import WarehouseResource
-from etl_assets_tests.conftest import create_orders, make_spec
+from etl_assets.warehouses.postgres import WarehouseResource
+from etl_assets_tests.helpers import create_orders, make_spec
 
 SPEC_DIR = Path(__file__).with_name("openlineage_spec")
 PG_PASSWORD = "lineage-pw-5ecret"
@@ -398,10 +398,10 @@ def test_an_in_process_run_sends_its_events_too(
     collector: Collector, etl_env: dict[str, str], instance: dg.DagsterInstance
 ) -> None:
     """`etl-assets run` has no daemon sensor behind it: the runner sends START and COMPLETE itself."""
-    from etl_assets.runner import run_pipeline
+    from etl_assets.orchestration.runner import run_pipeline
 
     spec = make_spec()
-    create_orders(etl_env["TEST_SOURCE_URL"], [(1, "c1", "9.50", dt.datetime(2025, 3, 10, 12, tzinfo=dt.timezone.utc))])
+    create_orders(etl_env["TEST_SOURCE_URL"], [(1, "c1", "9.50", dt.datetime(2025, 3, 10, 12, tzinfo=dt.UTC))])
     outcome = run_pipeline(build_defs([spec]), spec, [WEEK], instance=instance, record_history=False)
     assert outcome.status == "success"
     assert [(e["eventType"], e["run"]["runId"]) for e in collector.events] == [

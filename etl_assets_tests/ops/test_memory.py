@@ -15,15 +15,15 @@ import psutil
 import pytest
 import yaml
 
-from etl_assets.assets import asset_key, build_pipeline_assets
-from etl_assets.notify import SlackNotifier
+from etl_assets.io.storage import ParquetIOManagerResource
 from etl_assets.ops.memory import bounded
-from etl_assets.sensors import handle_run_finished
+from etl_assets.ops.notify import SlackNotifier
+from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
+from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.spec import PipelineSpec, SpecError, load_pipeline_file, parse_pipeline
-from etl_assets.storage import ParquetIOManagerResource
-from etl_assets.warehouse import WarehouseResource
-from etl_assets_tests.conftest import query
+from etl_assets.warehouses.postgres import WarehouseResource
 from etl_assets_tests.dagster_services import ROOT
+from etl_assets_tests.helpers import query
 
 WEEK = "2025-03-09"
 # Rows of 32 kB each: 20,000 of them are about 640 MB of text, far past any limit set below;

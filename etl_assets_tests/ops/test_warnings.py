@@ -13,15 +13,15 @@ import pytest
 
 from etl_assets.dagster_internal import run_scheduler_iteration
 from etl_assets.definitions import build_defs
-from etl_assets.notify import EmailNotifier, SlackNotifier
+from etl_assets.ops.notify import EmailNotifier, SlackNotifier
 from etl_assets.ops.tick_alerts import alert_failed_ticks, build_tick_sensor
-from etl_assets.sensors import handle_run_finished
+from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.spec import PipelineSpec
-from etl_assets_tests.conftest import create_orders, make_spec
+from etl_assets_tests.helpers import create_orders, make_spec
 from etl_assets_tests.stubs import SlackStub, SmtpServer
 
 NY = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WEEK = "2025-03-09"
 TOKEN = "xoxb-warnings-5d1c9e"
 

@@ -17,10 +17,10 @@ import pandas as pd
 import pymysql
 import pytest
 
-from etl_assets.partitions import Window
+from etl_assets.core.partitions import Window
 from etl_assets.sources.base import ExtractRequest
 from etl_assets.sources.mysql import DIALECT
-from etl_assets_tests.conftest import Databases, make_spec
+from etl_assets_tests.helpers import Databases, make_spec
 
 TZ = ZoneInfo("America/New_York")
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}

@@ -12,9 +12,9 @@ import fsspec
 import pandas as pd
 import pytest
 
-from etl_assets.normalize import normalize
 from etl_assets.sources import csv
 from etl_assets.sources.base import SourceDataError
+from etl_assets.transform.normalize import normalize
 from etl_assets_tests.sources.conftest import request, source
 
 ITEMS = (

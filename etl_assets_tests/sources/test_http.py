@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import requests
 
-from etl_assets.assets import asset_key, build_pipeline_assets
+from etl_assets.io.storage import ParquetIOManagerResource
+from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
 from etl_assets.sources import http
 from etl_assets.sources.base import SourceDataError, TransientSourceError
-from etl_assets.storage import ParquetIOManagerResource
-from etl_assets.warehouse import WarehouseResource
-from etl_assets_tests.conftest import make_spec, query
+from etl_assets.warehouses.postgres import WarehouseResource
+from etl_assets_tests.helpers import make_spec, query
 from etl_assets_tests.sources.conftest import Api, Seen, request, source
 
 TOKEN = "tok-7f3a9c1e55"

@@ -11,13 +11,13 @@ import pandas as pd
 import pymysql
 import pytest
 
-from etl_assets.assets import asset_key, build_pipeline_assets
-from etl_assets.normalize import CastError, normalize
+from etl_assets.io.storage import ParquetIOManagerResource
+from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
 from etl_assets.sources import mysql
 from etl_assets.sources.base import SourceDataError
-from etl_assets.storage import ParquetIOManagerResource
-from etl_assets.warehouse import WarehouseResource
-from etl_assets_tests.conftest import make_spec, query
+from etl_assets.transform.normalize import CastError, normalize
+from etl_assets.warehouses.postgres import WarehouseResource
+from etl_assets_tests.helpers import make_spec, query
 from etl_assets_tests.sources.conftest import MYSQL, MariaDB, request, source
 
 DDL = """CREATE TABLE orders (
@@ -136,7 +136,7 @@ def test_query_binds_window_and_last_sync_in_utc(mariadb: MariaDB) -> None:
         primary_key=[],
         load={"strategy": "replace_partition"},
     )
-    last = dt.datetime(2025, 1, 6, tzinfo=dt.timezone.utc)
+    last = dt.datetime(2025, 1, 6, tzinfo=dt.UTC)
     ex = mysql.extract(src, request(last_sync=last))
     # 3 and 4 changed after last_sync; 3's NULL customer fails NOT LIKE, '' passes it.
     assert ex.frame["id"].tolist() == [4]

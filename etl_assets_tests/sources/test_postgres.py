@@ -12,10 +12,10 @@ import pytest
 
 from etl_assets.sources import postgres
 from etl_assets.sources.base import SourceDataError
-from etl_assets_tests.conftest import ADMIN_URL, create_orders, query
+from etl_assets_tests.helpers import ADMIN_URL, create_orders, query
 from etl_assets_tests.sources.conftest import request, source
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ROWS = [
     (1, "before", Decimal("1.00"), dt.datetime(2025, 1, 5, 4, 59, 59, tzinfo=UTC)),
     (2, "at start", Decimal("2.50"), dt.datetime(2025, 1, 5, 5, 0, tzinfo=UTC)),

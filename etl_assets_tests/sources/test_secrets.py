@@ -9,10 +9,10 @@ import pymysql
 import pytest
 import requests
 
-from etl_assets.errors import describe, is_transient
+from etl_assets.core.errors import describe, is_transient
 from etl_assets.sources import http, mysql, postgres, sql
 from etl_assets.sources.base import SourceDataError
-from etl_assets_tests.conftest import PG_HOST, PG_PORT, create_orders
+from etl_assets_tests.helpers import PG_HOST, PG_PORT, create_orders
 from etl_assets_tests.sources.conftest import MYSQL, Api, MariaDB, _quote, request, source
 
 PASSWORD = "pw-Zq81-x7Lk"
@@ -198,14 +198,14 @@ def test_a_short_key_echoed_by_the_server_is_masked_as_a_word(api: Api, monkeypa
         http.extract(source(**fields), request())
     assert api.requests[0].headers["X-API-Key"] == "k9Q"
     assert str(e.value).endswith('{"error": "key *** is unknown"}')
-    from etl_assets.secrets import redact
+    from etl_assets.core.secrets import redact
 
     assert redact("tabk9Qcase k9Q") == "tabk9Qcase ***"  # whole words only below 6 characters
 
 
 def test_a_header_value_with_spaces_and_equals_signs_is_masked_whole(api: Api, monkeypatch) -> None:
     """`Bearer …==` looks like a DSN (a space and `=`) but holds no `password=`: mask it all."""
-    from etl_assets.secrets import redact
+    from etl_assets.core.secrets import redact
 
     monkeypatch.setenv("AUTH_HEADER", "Bearer c2VjcmV0LXRva2VuLXZhbHVl==")
     source(
@@ -217,9 +217,9 @@ def test_a_header_value_with_spaces_and_equals_signs_is_masked_whole(api: Api, m
 
 def test_the_warehouse_url_follows_the_connection_rules(monkeypatch) -> None:
     """A ClickHouse URL may not hold a literal password anywhere; its `${ENV}` password is masked."""
-    from etl_assets.secrets import redact
+    from etl_assets.core.secrets import redact
     from etl_assets.spec import SpecError
-    from etl_assets_tests.conftest import make_spec
+    from etl_assets_tests.helpers import make_spec
 
     with pytest.raises(SpecError, match="the URL holds a literal password"):
         make_spec(warehouse={"kind": "clickhouse", "url": "clickhouse://ch:8123/db?password=hunter2"})

@@ -194,22 +194,22 @@ def test_postgresql_through_sqlalchemy(pg: str) -> None:
             [
                 (
                     1,
-                    dt.datetime(2025, 1, 5, 4, 59, tzinfo=dt.timezone.utc),
+                    dt.datetime(2025, 1, 5, 4, 59, tzinfo=dt.UTC),
                     dt.datetime(2025, 1, 4, 23, 59),
                 ),
                 (
                     2,
-                    dt.datetime(2025, 1, 5, 5, 0, tzinfo=dt.timezone.utc),
+                    dt.datetime(2025, 1, 5, 5, 0, tzinfo=dt.UTC),
                     dt.datetime(2025, 1, 5, 0, 0),
                 ),
                 (
                     3,
-                    dt.datetime(2025, 1, 12, 4, 59, tzinfo=dt.timezone.utc),
+                    dt.datetime(2025, 1, 12, 4, 59, tzinfo=dt.UTC),
                     dt.datetime(2025, 1, 11, 23, 59),
                 ),
                 (
                     4,
-                    dt.datetime(2025, 1, 12, 5, 0, tzinfo=dt.timezone.utc),
+                    dt.datetime(2025, 1, 12, 5, 0, tzinfo=dt.UTC),
                     dt.datetime(2025, 1, 12, 0, 0),
                 ),
             ],

@@ -1,0 +1,390 @@
+"""The per-partition report: KPI tables and a chart, per-source counts and check outcomes.
+
+Rendered from Jinja2 templates to HTML and Markdown files, and to Markdown for the UI. Charts
+are PNGs embedded as data URLs, so a report is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+import numpy as np
+import pandas as pd
+from babel.dates import get_timezone_location
+from upath import UPath
+
+from etl_assets.core.partitions import Window
+from etl_assets.spec import KpiSpec, PipelineSpec, check_name
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("etl_assets", "templates"),
+    autoescape=jinja2.select_autoescape(["html.j2"]),
+    trim_blocks=False,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass
+class SourceSummary:
+    name: str
+    status: str = "success"
+    rows_extracted: int | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    unchanged: int | None = None
+    deleted: int | None = None
+    quarantined: int | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    # This partition's load: scd2 versions, rows in <table>__failures, schema drift events.
+    versions_opened: int | None = None
+    versions_closed: int | None = None
+    failures_stored: int | None = None
+    drift: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ReportRun:
+    """Where a page came from, so a reader can tell how fresh it is and open the run."""
+
+    generated_at: dt.datetime
+    run_id: str | None = None
+    run_url: str | None = None
+
+
+@dataclass
+class RenderedReport:
+    markdown: str
+    html: str
+    md_path: str
+    html_path: str
+
+
+def _figure(height: float) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6.4, height), dpi=100)
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _from_zero(ax: Any) -> None:
+    """Bars and lines measured from zero: a truncated axis makes a 5% change look like 50%."""
+    ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
+    ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:,.0f}")
+
+
+def kpi_figure(frame: pd.DataFrame, kpi: KpiSpec) -> Any:
+    fig, ax = _figure(3.2)
+    x = frame[kpi.chart.x].astype(str)
+    y = pd.to_numeric(frame[kpi.chart.y], errors="coerce").astype(float)
+    if kpi.chart.type == "line":
+        ax.plot(x, y, marker="o", color="#3b82f6")
+    else:
+        ax.bar(x, y, color="#3b82f6")
+    ax.set_title(kpi.title or kpi.name)
+    ax.set_ylabel(kpi.chart.y)
+    ax.tick_params(axis="x", labelrotation=30)
+    _from_zero(ax)
+    return fig
+
+
+def chart_png(frame: pd.DataFrame, kpi: KpiSpec) -> str | None:
+    if kpi.chart is None or frame.empty:
+        return None
+    return _png(kpi_figure(frame, kpi))
+
+
+def trend_figure(trend: dict[str, list[tuple[str, int]]]) -> Any:
+    """Rows per partition of every source: a source with nothing loaded shows as a flat zero."""
+    fig, ax = _figure(2.6)
+    keys = sorted({p for points in trend.values() for p, _ in points})
+    for name, points in trend.items():
+        counts = dict(points)
+        ax.plot(keys, [counts.get(k, 0) for k in keys], marker="o", label=name)
+    ax.set_title("Rows per partition")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    ax.legend(fontsize=7)
+    _from_zero(ax)
+    return fig
+
+
+def trend_png(trend: dict[str, list[tuple[str, int]]]) -> str | None:
+    """Rows per partition for each source over the last partitions: a break shows at a glance."""
+    if not any(trend.values()):
+        return None
+    return _png(trend_figure(trend))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float, Decimal, np.number)) and not isinstance(v, (bool, np.bool_))
+
+
+def _fmt(v: Any) -> str:
+    """A cell as a reader expects it: thousands separated, two decimals for fractional numbers."""
+    if v is None or (not isinstance(v, (str, dict, list, tuple)) and pd.isna(v)):
+        return ""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):,.2f}"
+    if isinstance(v, Decimal):
+        return f"{v:,.2f}" if v == v.quantize(Decimal("0.01")) else f"{v:,f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(_fmt, v))
+    if hasattr(v, "isoformat"):
+        return v.isoformat(sep=" ") if isinstance(v, dt.datetime) else v.isoformat()
+    return str(v)
+
+
+def _numeric_columns(frame: pd.DataFrame) -> list[bool]:
+    return [
+        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        or (frame[c].notna().any() and frame[c].dropna().map(_number).all())
+        for c in frame.columns
+    ]
+
+
+_NUM = ' class="num"'
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_No rows._"
+    numeric = _numeric_columns(frame)
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    sep = "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"
+    rows = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |" for r in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *rows])
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p><em>No rows.</em></p>"
+    numeric = _numeric_columns(frame)
+    head = "".join(
+        f'<th{_NUM if n else ""}>{html.escape(str(c))}</th>' for c, n in zip(frame.columns, numeric)
+    )
+    rows = "".join(
+        "<tr>" + "".join(
+            f'<td{_NUM if n else ""}>{html.escape(_fmt(v))}</td>' for v, n in zip(r, numeric)
+        ) + "</tr>"
+        for r in frame.itertuples(index=False)
+    )
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+# --- words ----------------------------------------------------------------------------------
+
+
+def place(timezone: str) -> str:
+    """`São Paulo time` for America/Sao_Paulo: what a reader calls the pipeline's clock."""
+    if timezone.upper() in ("UTC", "ETC/UTC", "GMT"):
+        return "UTC"
+    return f"{get_timezone_location(timezone, locale='en', return_city=True)} time"
+
+
+def _day(d: dt.datetime) -> str:
+    return f"{d.day} {d:%b %Y}"
+
+
+def window_words(spec: PipelineSpec, window: Window) -> str:
+    """The window as a reader names it: `week of 22 Nov 2026`, `22 Nov 2026`, `November 2026`."""
+    start, end, cadence = window.start, window.end, spec.partitions.cadence
+    if cadence == "weekly":
+        return f"week of {_day(start)}"
+    if cadence == "daily":
+        return _day(start)
+    if cadence == "monthly":
+        return f"{start:%B %Y}"
+    last = end - dt.timedelta(microseconds=1)
+    if last.date() == start.date():
+        return f"{_day(start)} {start:%H:%M}–{end:%H:%M}"
+    return f"{_day(start)} {start:%H:%M} to {_day(end)} {end:%H:%M}"
+
+
+def range_words(spec: PipelineSpec, first: Window, last: Window) -> str:
+    """`weeks of 9 Mar 2025 to 16 Mar 2025`: a range of partitions in the same words."""
+    if first.key == last.key:
+        return window_words(spec, first)
+    words = f"{window_words(spec, first)} to {window_words(spec, last)}"
+    return words.replace("week of", "weeks of", 1).replace(" to week of ", " to ")
+
+
+def generated_words(spec: PipelineSpec, at: dt.datetime) -> str:
+    local = at.astimezone(ZoneInfo(spec.timezone))
+    return f"Generated {_day(local)}, {local:%H:%M} {place(spec.timezone)}"
+
+
+# --- headline and rows ------------------------------------------------------------------------
+
+
+def _totals(frame: pd.DataFrame) -> dict[str, Any]:
+    """The sum of each numeric column, identifiers aside."""
+    out: dict[str, Any] = {}
+    for c, numeric in zip(frame.columns, _numeric_columns(frame)):
+        if numeric and not str(c).lower().endswith("id"):
+            out[str(c)] = frame[c].dropna().sum()
+    return out
+
+
+def _change(now: Any, before: Any) -> str:
+    if before is None or not before:
+        return "–"
+    pct = (float(now) - float(before)) / abs(float(before)) * 100
+    return f"{pct:+.1f}%"
+
+
+def headline(
+    kpis: list[tuple[KpiSpec, pd.DataFrame]], previous: list[tuple[KpiSpec, pd.DataFrame]] | None
+) -> list[dict[str, str]]:
+    """The first KPI's totals, each against the previous window's."""
+    if not kpis:
+        return []
+    kpi, frame = kpis[0]
+    before: dict[str, Any] = {}
+    for k, df in previous or []:
+        if k.name == kpi.name:
+            before = _totals(df)
+    return [
+        {"name": name.replace("_", " ").capitalize(), "now": _fmt(value),
+         "before": _fmt(before.get(name)) if previous is not None else "",
+         "change": _change(value, before.get(name)) if previous is not None else ""}
+        for name, value in _totals(frame).items()
+    ]
+
+
+def samples_text(samples: list[Any]) -> str:
+    """Sample values as values: a compound key reads `(customer_id=3, product_sku=SKU-0001)`."""
+    return ", ".join(f"({_fmt(v)})" if isinstance(v, dict) else _fmt(v) for v in samples or [])
+
+
+def result_word(check: dict[str, Any]) -> str:
+    return "PASS" if check.get("passed") else ("FAIL" if check.get("severity") == "error" else "WARN")
+
+
+def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check outcomes as the report shows them."""
+    return [
+        {**c, "result": result_word(c), "unexpected": _fmt(c.get("unexpected_count")),
+         "samples_text": samples_text(c.get("samples") or [])}
+        for c in checks
+    ]
+
+
+def contracts_context(spec: PipelineSpec, partition: str, sources: list[SourceSummary]) -> dict[str, list[dict[str, Any]]]:
+    """Graded checks with their thresholds and outcome, drift, scd2 versions, stored failures."""
+    from etl_assets.warehouses.postgres import failures_table
+
+    declared = {(src.name, check_name(c)): c for src in spec.sources for c in src.checks}
+    graded, drift, versions, failures = [], [], [], []
+    for s in sources:
+        for c in s.checks:
+            d = declared.get((s.name, c.get("name")))
+            if d is not None and d.graded:
+                graded.append({
+                    "source": s.name, "check": c["name"], "warn_if": d.warn_if or "—", "error_if": d.error_if or "—",
+                    "outcome": result_word(c), "threshold": c.get("threshold") or "none", "failing": _fmt(c.get("unexpected_count")),
+                })
+        drift += [{"source": s.name, "partition": partition, **{k: e.get(k) or "—" for k in ("column", "change", "before", "after")}}
+                  for e in s.drift]
+        src = next((x for x in spec.sources if x.name == s.name), None)
+        if src is not None and src.load.strategy == "scd2" and s.versions_opened is not None:
+            versions.append({"source": s.name, "partition": partition, "opened": _fmt(s.versions_opened),
+                             "closed": _fmt(s.versions_closed)})
+        if s.failures_stored is not None and src is not None and any(c.store_failures for c in src.checks):
+            failures.append({"source": s.name, "table": failures_table(spec.target(src)), "rows": _fmt(s.failures_stored)})
+    return {"graded": graded, "drift": drift, "versions": versions, "failures": failures}
+
+
+def _source_row(s: SourceSummary) -> dict[str, Any]:
+    counts = ("rows_extracted", "inserted", "updated", "unchanged", "deleted", "quarantined")
+    return {**s.__dict__, **{k: _fmt(getattr(s, k)) for k in counts}, "checks": check_rows(s.checks)}
+
+
+def page_context(
+    spec: PipelineSpec, when: str, kpis: list[tuple[KpiSpec, pd.DataFrame]], status: str, status_reason: str,
+    run: ReportRun | None,
+) -> dict[str, Any]:
+    """What every report page says: title, window, status, KPIs and where it came from."""
+    run = run or ReportRun(dt.datetime.now(dt.timezone.utc))
+    return {
+        "title": spec.report.title or f"{spec.name} report",
+        "when": f"{when}, {place(spec.timezone)}",
+        "status": status,
+        "status_reason": status_reason,
+        "generated": generated_words(spec, run.generated_at),
+        "run_id": (run.run_id or "")[:8],
+        "run_url": run.run_url,
+        "kpis": [
+            {"title": k.title or k.name, "markdown": markdown_table(df), "html": html_table(df),
+             "chart": chart_png(df, k)}
+            for k, df in kpis
+        ],
+    }
+
+
+PERIODS = {"weekly": "week", "daily": "day", "monthly": "month", "hourly": "hour"}
+
+
+def render(
+    spec: PipelineSpec,
+    window: Window,
+    kpis: list[tuple[KpiSpec, pd.DataFrame]],
+    sources: list[SourceSummary],
+    *,
+    status: str = "success",
+    status_reason: str = "",
+    trend: dict[str, list[tuple[str, int]]] | None = None,
+    previous: tuple[Window, list[tuple[KpiSpec, pd.DataFrame]]] | None = None,
+    run: ReportRun | None = None,
+) -> tuple[str, str]:
+    """The report of one window, as Markdown (for the UI) and a self-contained HTML page."""
+    context = {
+        **page_context(spec, window_words(spec, window), kpis, status, status_reason, run),
+        "partition": window.key,
+        "period": PERIODS.get(spec.partitions.cadence, "window"),
+        "headline": headline(kpis, previous[1] if previous else None),
+        "previous": window_words(spec, previous[0]) if previous else "",
+        "trend": trend_png(trend or {}),
+        "sources": [_source_row(s) for s in sources],
+        "contracts": contracts_context(spec, window.key, sources),
+    }
+    md = _env.get_template("report.md.j2").render(**context)
+    page = _env.get_template("report.html.j2").render(**context)
+    return md, page
+
+
+def write(base: str, pipeline: str, partition: str, md: str, page: str) -> RenderedReport:
+    """Write both files atomically under `<base>/<pipeline>/reports/`."""
+    folder = UPath(base) / pipeline / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext, text in (("md", md), ("html", page)):
+        final = folder / f"{partition}.{ext}"
+        tmp = folder / f".{partition}.{ext}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.rename(final)
+        paths[ext] = str(final)
+    return RenderedReport(md, page, paths["md"], paths["html"])

@@ -1,0 +1,148 @@
+"""Helpers the tests share: databases, the test pipeline, its orders table and in-process runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import psycopg
+import yaml
+from psycopg import sql
+
+from etl_assets.io.storage import ParquetIOManagerResource
+from etl_assets.orchestration.assets import build_pipeline_assets
+from etl_assets.spec import PipelineSpec, parse_pipeline
+from etl_assets.warehouses.postgres import WarehouseResource
+
+NY = ZoneInfo("America/New_York")
+
+PG_HOST = os.environ.get("ETL_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = os.environ.get("ETL_TEST_PG_PORT", "5432")
+ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def db_url(name: str) -> str:
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+class Databases:
+    """Creates uniquely named databases and drops them when the test ends."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def new(self, prefix: str = "etl_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return db_url(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_spec(**overrides: Any) -> PipelineSpec:
+    """A small weekly pipeline with one PostgreSQL source; tests override what they vary."""
+    data: dict[str, Any] = {
+        "name": "shop",
+        "owners": ["team:data"],
+        "timezone": "America/New_York",
+        "partitions": {"cadence": "weekly", "start": "2025-01-05"},
+        "sources": [
+            {
+                "name": "orders",
+                "kind": "postgres",
+                "connection": {"url": "${TEST_SOURCE_URL}"},
+                "table": "src.orders",
+                "timestamp_column": "updated_at",
+                "primary_key": ["order_id"],
+                "columns": [
+                    {"name": "order_id", "type": "integer", "nullable": False},
+                    {"name": "customer", "type": "string"},
+                    {"name": "amount", "type": "float"},
+                    {"name": "updated_at", "type": "timestamp"},
+                ],
+                "load": {"target": "mart.orders", "strategy": "upsert"},
+                "checks": [{"type": "unique", "severity": "error"}],
+            }
+        ],
+        "report": {
+            "kpis": [
+                {
+                    "name": "revenue",
+                    "sql": "SELECT count(*) AS orders, sum(amount) AS revenue FROM mart.orders "
+                    "WHERE updated_at >= :window_start AND updated_at < :window_end",
+                }
+            ]
+        },
+    }
+    data.update(overrides)
+    return parse_pipeline(data, "test.yaml")
+
+
+def spec_yaml(spec_dict: dict[str, Any]) -> str:
+    return yaml.safe_dump(spec_dict, sort_keys=False)
+
+
+ORDERS_DDL = """
+CREATE SCHEMA IF NOT EXISTS src;
+CREATE TABLE src.orders (
+    order_id bigint PRIMARY KEY,
+    customer text,
+    amount numeric(10,2),
+    updated_at timestamptz NOT NULL
+);
+"""
+
+
+def create_orders(url: str, rows: list[tuple]) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(ORDERS_DDL)
+        with conn.cursor().copy("COPY src.orders FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+
+
+def query(url: str, text: str, params: Any = None) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(text, params).fetchall()
+
+
+def ny(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=NY)
+
+
+def materialize(spec, etl_env: dict[str, str], instance, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        build_pipeline_assets(spec),
+        instance=instance,
+        resources={
+            "parquet_io": ParquetIOManagerResource(base_path=etl_env["ETL_STORAGE_DIR"]),
+            "warehouse": WarehouseResource(url=etl_env["ETL_WAREHOUSE_URL"]),
+        },
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def meta(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
+    mats = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    assert mats, f"{key.to_user_string()} was not materialized"
+    md = mats[-1].step_materialization_data.materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in md.items()}
+
+
+def orders_rows(n: int, start: dt.datetime, step: dt.timedelta) -> list[tuple]:
+    return [(i, f"cust{i % 7}", f"{i}.50", start + i * step) for i in range(1, n + 1)]
+
+
+def run_assets(spec: PipelineSpec, etl_env: dict[str, str], instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
+    """Materialize every asset of `spec` for one partition, in process."""
+    return materialize(spec, etl_env, instance, partition_key=partition)
