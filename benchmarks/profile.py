@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks import datagen
 from benchmarks.common import COLUMN_NAMES, pg_url, spec_dict, week_key, week_range
@@ -52,10 +53,10 @@ def timed(name: str, fn: Callable) -> Callable:
 def instrument() -> None:
     """Wrap the product's functions with timers (module attributes, looked up at call time)."""
     from etl_assets import quality, sources
-    from etl_assets.orchestration import assets
     from etl_assets.io import storage
-    from etl_assets.warehouses import postgres as warehouse
+    from etl_assets.orchestration import assets
     from etl_assets.transform import normalize as norm
+    from etl_assets.warehouses import postgres as warehouse
 
     sources.extract = timed("raw: sources.extract (COPY CSV → Arrow → pandas)", sources.extract)
     assets.latest_metadata = timed("raw: latest_metadata (instance query per partition)", assets.latest_metadata)
@@ -89,8 +90,8 @@ def instrument() -> None:
 def e2e(weeks: int, storage_dir: str, table: str = "src.orders") -> dict[str, Any]:
     import dagster as dg
 
-    from etl_assets.orchestration.assets import asset_key
     from etl_assets.definitions import build_defs
+    from etl_assets.orchestration.assets import asset_key
     from etl_assets.spec import parse_pipeline
 
     TIMES.clear()
@@ -197,11 +198,11 @@ def alternatives(weeks_dir: Path) -> list[dict[str, Any]]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from etl_assets.transform import normalize as norm
     from etl_assets import quality, sources
     from etl_assets.core.partitions import partitions_def, window_for
     from etl_assets.sources.base import ExtractRequest
     from etl_assets.spec import parse_pipeline
+    from etl_assets.transform import normalize as norm
 
     rows: list[dict[str, Any]] = []
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime as dt
 import importlib.metadata
 import importlib.util
-import datetime as dt
 import json
 import os
 import platform

@@ -160,7 +160,7 @@ def run_sql_upsert(job: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
                 )
                 q = psycopg.ClientCursor(s).mogrify(window_query(step["table"]), (lo, hi))
                 with s.cursor().copy(f"COPY ({q}) TO STDOUT (FORMAT binary)") as out, t.cursor().copy(
-                    f"COPY _stage FROM STDIN (FORMAT binary)"
+                    "COPY _stage FROM STDIN (FORMAT binary)"
                 ) as into:
                     for chunk in out:
                         into.write(chunk)
@@ -234,8 +234,8 @@ def run_etl_assets(job: dict[str, Any], step: dict[str, Any], *, instance_kind: 
     _etl_env(job, step["table"])
     import dagster as dg
 
-    from etl_assets.orchestration.assets import asset_key
     from etl_assets.definitions import build_defs
+    from etl_assets.orchestration.assets import asset_key
     from etl_assets.spec import parse_pipeline
 
     t_imports = time.perf_counter()

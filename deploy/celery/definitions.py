@@ -20,8 +20,8 @@ import dagster as dg
 import yaml
 from dagster_celery import celery_executor
 
-from etl_assets.definitions import build_defs
 from etl_assets.core.settings import pipelines_dir
+from etl_assets.definitions import build_defs
 from etl_assets.spec import load_pipelines
 
 HERE = Path(__file__).resolve().parent

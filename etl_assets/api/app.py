@@ -21,8 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from etl_assets.ops import history
-from etl_assets.ops import jobcontrol as jobs
 from etl_assets.api import audit, proxy, specs, tokens
 from etl_assets.api.auth import FailedLogins, Principal, authorize, identify
 from etl_assets.api.models import (
@@ -43,9 +41,11 @@ from etl_assets.api.models import (
     Written,
 )
 from etl_assets.api.proxy import UiBackends
-from etl_assets.ops.history import STARTED_BY_TAG
 from etl_assets.core.partitions import partitions_def
 from etl_assets.core.secrets import redact
+from etl_assets.ops import history
+from etl_assets.ops import jobcontrol as jobs
+from etl_assets.ops.history import STARTED_BY_TAG
 from etl_assets.spec import PipelineSpec, SpecError
 
 SESSION_COOKIE = "etl_session"

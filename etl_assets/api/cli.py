@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from etl_assets.core import settings
 from etl_assets.api.models import Role
+from etl_assets.core import settings
 
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
@@ -51,9 +51,9 @@ def serve(host: str, port: int, url: str, allow_anonymous_read: bool, ui: bool) 
     """Serve the API; its OpenAPI document is /api/v1/openapi.json."""
     import uvicorn
 
-    from etl_assets.dev import embedded
     from etl_assets.api import proxy
     from etl_assets.api.app import ApiConfig, create_app
+    from etl_assets.dev import embedded
 
     if allow_anonymous_read and not is_loopback(host):
         _fail(f"--allow-anonymous-read is only allowed on a loopback host, not {host}")
@@ -82,8 +82,8 @@ def token() -> None:
 def _conn():
     import psycopg
 
-    from etl_assets.dev import embedded
     from etl_assets.api import tokens
+    from etl_assets.dev import embedded
 
     server = embedded.configure()
     conn = psycopg.connect(os.environ["ETL_WAREHOUSE_URL"], autocommit=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from etl_assets.ops import history
 from etl_assets.api.models import Role
+from etl_assets.ops import history
 from etl_assets.warehouses.postgres import lock_key
 
 # Each entry upgrades the API's tables by one version; append, never edit a released one.

@@ -238,7 +238,7 @@ def history(pipeline, status, since, limit, last_success, as_json) -> None:
         if not pipeline:
             _fail("--last-success needs a PIPELINE")
         status, limit = "success", 1
-    server, conn = _warehouse_conn()  # noqa: F841
+    server, conn = _warehouse_conn()
     with conn:
         runs = hist.list_runs(
             conn, pipeline=pipeline, status=status,
@@ -269,10 +269,10 @@ def history(pipeline, status, since, limit, last_success, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run's full record as JSON.")
 def show(run_id: str, files: bool, as_json: bool) -> None:
     """Explain one run: what ran, when, on which inputs, what changed, what failed, what it produced."""
-    from etl_assets.ops import history as hist
     from etl_assets.cli.explain import explain
+    from etl_assets.ops import history as hist
 
-    server, conn = _warehouse_conn()  # noqa: F841
+    server, conn = _warehouse_conn()
     with conn:
         run = hist.get_run(conn, run_id)
     if run is None:
@@ -341,7 +341,7 @@ def _recorded(fn, *args):
     import psycopg
 
     try:
-        server, conn = _warehouse_conn()  # noqa: F841
+        server, conn = _warehouse_conn()
         with conn:
             return fn(conn, *args)
     except psycopg.Error:
@@ -395,8 +395,8 @@ def jobs_list(obj: dict, as_json: bool) -> None:
 @click.pass_obj
 def jobs_run(obj: dict, pipeline: str, partition: str | None) -> None:
     """Launch a run now (queued by the daemon like any other)."""
-    from etl_assets.ops import jobcontrol as jobs_mod
     from etl_assets.core.partitions import partitions_def
+    from etl_assets.ops import jobcontrol as jobs_mod
 
     spec = _spec(pipeline)
     keys = partitions_def(spec).get_partition_keys()
@@ -439,7 +439,7 @@ def _record_state(pipeline: str, status: str, reason: str) -> None:
         return
     from etl_assets.ops import history as hist
 
-    server, conn = _warehouse_conn()  # noqa: F841
+    server, conn = _warehouse_conn()
     with conn:
         hist.set_pipeline_state(conn, pipeline, status, reason)
 
@@ -482,8 +482,8 @@ def _migrate_instance() -> None:
     """An unreachable instance database is one sentence, not a traceback."""
     import psycopg
 
-    from etl_assets.dev import embedded
     from etl_assets.core.secrets import redact
+    from etl_assets.dev import embedded
 
     try:
         embedded.migrate_instance()

@@ -70,8 +70,8 @@ def backfill_command(pipeline: str, first: str, last: str, reprocess: str, dry_r
                      max_concurrent: int | None, as_json: bool, url: str) -> None:
     """Launch a range of partitions through the run queue, skipping what is loaded or in flight."""
     from etl_assets.dev import embedded
+    from etl_assets.cli import backfill
     from etl_assets.ops import jobcontrol as jobs_mod
-    from etl_assets.ops import backfill
     from etl_assets.orchestration.runner import RunRequestError, resolve_partitions
 
     server = embedded.configure()  # noqa: F841  (keeps an embedded server up while in use)
@@ -101,8 +101,8 @@ def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: i
     import dagster as dg
     from sqlalchemy.exc import SQLAlchemyError
 
-    from etl_assets.ops import backfill
     from etl_assets.core.secrets import redact
+    from etl_assets.cli import backfill
 
     try:
         with dg.DagsterInstance.get() as instance:
@@ -123,7 +123,7 @@ def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: i
 def doctor_command(max_heartbeat_age: float, as_json: bool, url: str) -> None:
     """Daemon, webserver, instance and warehouse: OK or DOWN with a reason; non-zero if any is down."""
     from etl_assets.dev import embedded
-    from etl_assets.ops import doctor
+    from etl_assets.cli import doctor
 
     # Fills in the settings left unset; with no warehouse configured, the embedded one is it.
     server = embedded.configure()  # noqa: F841

@@ -21,9 +21,14 @@ def report_command(pipeline, partition, first, last, latest, last_n) -> None:
     embedded.configure()
     import dagster as dg
 
-    from etl_assets.orchestration.assets import render_partition, render_range_report, report_run, source_summary
     from etl_assets.cli import _fail, _spec
     from etl_assets.core.partitions import partitions_def
+    from etl_assets.orchestration.assets import (
+        render_partition,
+        render_range_report,
+        report_run,
+        source_summary,
+    )
     from etl_assets.orchestration.runner import RunRequestError, resolve_partitions
     from etl_assets.warehouses.postgres import open_warehouse
 

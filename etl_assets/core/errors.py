@@ -139,10 +139,10 @@ def classified(
         yield
     except dg.Failure:
         raise
-    except Exception as exc:  # noqa: BLE001 - classification is the point
+    except Exception as exc:
         where = f"{pipeline}/{source}" if source else pipeline
         where += f" partition {', '.join(partitions)}"
-        from etl_assets.ops.memory import limit_failure  # that module builds on this one
+        from etl_assets.orchestration.memory import limit_failure  # that module builds on this one
 
         limited = limit_failure(exc, where)
         if limited is not None:

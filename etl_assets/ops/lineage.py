@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from etl_assets.ops import history
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.secrets import MissingSecret, redact, resolve
+from etl_assets.ops import history
 from etl_assets.spec import CsvSource, HttpSource, PipelineSpec, check_name
 from etl_assets.warehouses.postgres import WarehouseResource
 
@@ -373,7 +373,7 @@ def emit(
             client.emit(event)
         finally:
             client.close()
-    except Exception as e:  # noqa: BLE001 - lineage must never fail a run or a sensor
+    except Exception as e:
         reason = (str(e).strip().splitlines() or [""])[0][:300]
         logger.warning(redact(
             f"{spec.name}: could not send the OpenLineage {event_type} event of run {run.run_id}: "

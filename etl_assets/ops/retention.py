@@ -15,8 +15,8 @@ import dagster as dg
 import psycopg
 from upath import UPath
 
-from etl_assets.ops import history
 from etl_assets.core.settings import storage_dir as default_storage_dir
+from etl_assets.ops import history
 from etl_assets.spec import PipelineSpec
 from etl_assets.warehouses.postgres import WarehouseResource
 

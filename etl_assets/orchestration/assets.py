@@ -16,23 +16,33 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
-from etl_assets import quality
+from etl_assets import quality, sources
 from etl_assets import report as report_mod
-from etl_assets import sources
-from etl_assets.transform.normalize import infer_type, normalize
-from etl_assets.core.partitions import partitions_def, window_for
-from etl_assets.report import SourceSummary, markdown_table
 from etl_assets.core.errors import classified
-from etl_assets.ops.memory import bounded
-from etl_assets.ops.history import step_metrics, usage
-from etl_assets.core.settings import storage_dir
+from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.secrets import MissingSecret
+from etl_assets.core.settings import storage_dir
+from etl_assets.io.storage import (
+    KEEP,
+    PartitionFrames,
+    Written,
+    copy_file,
+    frame_bytes,
+    layer_path,
+    read_frame,
+    read_frame_bytes,
+    same_file,
+    side_path,
+    write_atomic,
+    write_frame,
+    write_partition,
+)
+from etl_assets.ops.history import step_metrics, usage
+from etl_assets.orchestration.memory import bounded
+from etl_assets.report import SourceSummary, markdown_table
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
-from etl_assets.io.storage import (
-    KEEP, PartitionFrames, Written, copy_file, frame_bytes, layer_path, read_frame, read_frame_bytes, same_file,
-    side_path, write_atomic, write_frame, write_partition,
-)
+from etl_assets.transform.normalize import infer_type, normalize
 from etl_assets.warehouses.postgres import LoadCounts, WarehouseResource, open_warehouse
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
@@ -475,7 +485,7 @@ def kpi_frames(wh: Any, spec: PipelineSpec, start: Any, end: Any, *, strict: boo
     for kpi in spec.report.kpis:
         try:
             out.append((kpi, wh.query(kpi.sql, {"window_start": start, "window_end": end})))
-        except Exception:  # noqa: BLE001 - see strict
+        except Exception:
             if strict:
                 raise
     return out

@@ -17,13 +17,12 @@ from typing import Any, Self, TextIO
 import dagster as dg
 from upath import UPath
 
-from etl_assets.ops import history
-from etl_assets.orchestration.assets import LAYERS, asset_key
-from etl_assets.ops.history import RunOutcome
-from etl_assets.ops import lineage
 from etl_assets.core.partitions import partitions_def
-from etl_assets.quality import check_name
 from etl_assets.core.secrets import redact
+from etl_assets.ops import history, lineage
+from etl_assets.ops.history import RunOutcome
+from etl_assets.orchestration.assets import LAYERS, asset_key
+from etl_assets.quality import check_name
 from etl_assets.spec import PipelineSpec, RowCountCheck
 
 STEPS = (*LAYERS, "report")

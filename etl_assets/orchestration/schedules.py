@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from etl_assets.orchestration.assets import asset_key
-from etl_assets.dagster_internal import cron_ticks
 from etl_assets.core.partitions import latest_complete_keys, partitions_def
+from etl_assets.dagster_internal import cron_ticks
+from etl_assets.orchestration.assets import asset_key
 from etl_assets.spec import WEEKDAYS, PipelineSpec, SpecError
 
 SCHEDULE_TAG = "dagster/schedule_name"

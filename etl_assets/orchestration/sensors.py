@@ -14,9 +14,9 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from etl_assets.ops import history
 from etl_assets.core import settings
 from etl_assets.core.secrets import redact
+from etl_assets.ops import history
 from etl_assets.spec import PipelineSpec
 
 log = logging.getLogger("etl_assets")
@@ -116,7 +116,7 @@ def record_run(
 
             try:
                 outcome.report_path = render_status_report(instance, spec, outcome.as_record(), warehouse_url)
-            except Exception as e:  # noqa: BLE001 - history must still be written
+            except Exception as e:
                 logger.warning(f"{spec.name}: could not render the {outcome.status} report: {redact(str(e))}")
     with psycopg.connect(warehouse_url) as conn:
         history.migrate(conn)
@@ -150,7 +150,7 @@ def _notify(
 
     try:
         notify.notify_run(record, notify_spec, slack, email, logger, warned=warned)
-    except Exception as e:  # noqa: BLE001 - an alert problem must not fail the handler
+    except Exception as e:
         logger.error(f"{spec.name}: notification failed: {type(e).__name__}")
 
 

@@ -15,7 +15,15 @@ import pandas as pd
 from etl_assets import quality
 from etl_assets.core.partitions import Window
 from etl_assets.report import (
-    ReportRun, SourceSummary, _env, _fmt, page_context, range_words, result_word, samples_text, window_words,
+    ReportRun,
+    SourceSummary,
+    _env,
+    _fmt,
+    page_context,
+    range_words,
+    result_word,
+    samples_text,
+    window_words,
 )
 from etl_assets.spec import KpiSpec, PipelineSpec
 

@@ -17,9 +17,9 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from etl_assets.core.secrets import redact, resolve
+from etl_assets.core.sql import UnknownParameter, bind_named, qualified
 from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
 from etl_assets.sources.tabular import counted, exact_columns, naive_bounds, to_frame
-from etl_assets.core.sql import UnknownParameter, bind_named, qualified
 
 # PostgreSQL type OIDs → Arrow types, so raw keeps the source's types through the CSV stream.
 OID_TYPES: dict[int, pa.DataType] = {

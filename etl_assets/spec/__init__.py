@@ -469,10 +469,7 @@ def parse_threshold(text: str) -> tuple[str, float, bool]:
 
 
 CheckSpec = Annotated[
-    Union[
-        NotNullCheck, UniqueCheck, BetweenCheck, InSetCheck, RegexCheck, RowCountCheck,
-        SchemaCheck, RelationshipCheck, RowCountAnomalyCheck, FreshnessCheck, ExpectationCheck,
-    ],
+    NotNullCheck | UniqueCheck | BetweenCheck | InSetCheck | RegexCheck | RowCountCheck | SchemaCheck | RelationshipCheck | RowCountAnomalyCheck | FreshnessCheck | ExpectationCheck,
     Field(discriminator="type"),
 ]
 
@@ -943,7 +940,7 @@ class HttpSource(_Source):
 
 
 SourceSpec = Annotated[
-    Union[PostgresSource, CsvSource, MysqlSource, SqlSource, HttpSource],
+    PostgresSource | CsvSource | MysqlSource | SqlSource | HttpSource,
     Field(discriminator="kind"),
 ]
 SOURCE_KINDS = ("postgres", "csv", "mysql", "sql", "http")
@@ -1273,7 +1270,7 @@ class PipelineSpec(Strict):
     failure_threshold: int = Field(default=3, ge=0)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     notify: NotifySpec = Field(default_factory=NotifySpec)
-    # A partition not loaded by then is alerted (etl_assets.ops.deadlines); None: no deadline.
+    # A partition not loaded by then is alerted (etl_assets.orchestration.deadlines); None: no deadline.
     deadline: DeadlineSpec | None = Field(
         default=None, description="When each partition must be loaded; a missed one is alerted once."
     )
@@ -1528,7 +1525,7 @@ def _read_yaml(raw: bytes, shown: str) -> Any:
             "save the file as UTF-8"
         ) from None
     try:
-        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_SpecLoader)
     except yaml.reader.ReaderError as e:
         line = text.count("\n", 0, e.position) + 1
         column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1

@@ -40,9 +40,9 @@ import pandas as pd
 import pyarrow as pa
 
 from etl_assets.core.secrets import redact
+from etl_assets.core.sql import _TOKEN, UnknownParameter
 from etl_assets.sources.base import SourceDataError, TransientSourceError
 from etl_assets.spec import SchemaPolicySpec
-from etl_assets.core.sql import _TOKEN, UnknownParameter
 from etl_assets.warehouses.postgres import (
     REPLACING,
     BaseWarehouse,
@@ -879,7 +879,7 @@ class _Stages:
         for name in reversed(self.created):
             try:
                 self.conn.command(f"DROP TABLE IF EXISTS {name} SYNC")
-            except Exception:  # noqa: BLE001 - a leftover stage is dropped by the next load
+            except Exception:
                 pass
         self.created.clear()
 

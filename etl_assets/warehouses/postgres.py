@@ -40,9 +40,9 @@ from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
 from etl_assets.core.secrets import redact, resolve
+from etl_assets.core.sql import bind_named
 from etl_assets.sources.base import SourceDataError
 from etl_assets.spec import SchemaPolicySpec
-from etl_assets.core.sql import bind_named
 from etl_assets.warehouses.scd2 import VERSION_COLUMNS, VERSION_DDL, load_versions
 
 PG_TYPES = {

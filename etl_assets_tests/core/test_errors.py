@@ -24,7 +24,7 @@ def _free_port() -> int:
 def _raised(fn) -> BaseException:
     try:
         fn()
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return e
     raise AssertionError("expected an exception")
 

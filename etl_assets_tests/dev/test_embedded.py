@@ -59,6 +59,6 @@ def test_services_start_on_an_instance_migrated_before_they_spawn(
     with RecordingServices(tmp_path, env, instance_db) as services:
         assert set(services.tables_at_spawn) == {"webserver", "daemon"}
         for name, present in services.tables_at_spawn.items():
-            assert SCHEMA <= present, f"{name} spawned before the schema existed: {sorted(present)}"
+            assert present >= SCHEMA, f"{name} spawned before the schema existed: {sorted(present)}"
         logs = services.log_tail(lines=10_000)
     assert not re.search(r"Traceback|DuplicateObject|already exists|ERROR", logs), logs

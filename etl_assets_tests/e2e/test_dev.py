@@ -184,7 +184,7 @@ def test_dev_without_a_terminal_stops_everything_on_sigterm(tmp_path: Path, star
             [sys.executable, "-m", "etl_assets.cli", "dev", "--port", str(port)],
             cwd=ROOT, env=clean_env(home), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_as_a_script_starts_it if started_by == "script" else None,  # noqa: PLW1509  (before any thread)
+            preexec_fn=_as_a_script_starts_it if started_by == "script" else None,
         )
     started: dict[int, psutil.Process] = {}
     try:

@@ -174,7 +174,7 @@ def test_concurrent_loads_of_one_partition_never_interleave(warehouse_url) -> No
             with wh.connect() as conn:
                 wh.load_partition(conn, target="mart.race", frame=frame, types=types, key=["id"],
                                   partition="2025-03-09", run_id="r", strategy="replace_partition")
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=load, args=(f,)) for f in (a, b)]
@@ -199,7 +199,7 @@ def test_tables_of_one_new_schema_are_created_at_once(warehouse_url) -> None:
             with wh.connect() as conn:
                 barrier.wait()
                 wh.ensure_table(conn, f"fresh.t{i}", types, ["id"], quarantine=i % 2 == 0)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]

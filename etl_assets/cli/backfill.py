@@ -15,11 +15,16 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from etl_assets.ops import jobcontrol as jobs
-from etl_assets.orchestration.assets import asset_key
-from etl_assets.ops.history import pipeline_of
 from etl_assets.core.partitions import partitions_def
-from etl_assets.orchestration.schedules import IN_FLIGHT, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
+from etl_assets.ops import jobcontrol as jobs
+from etl_assets.ops.history import pipeline_of
+from etl_assets.orchestration.assets import asset_key
+from etl_assets.orchestration.schedules import (
+    IN_FLIGHT,
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+)
 from etl_assets.spec import PipelineSpec
 
 State = Literal["materialized", "failed", "missing", "queued", "running"]

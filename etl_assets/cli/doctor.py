@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl_assets.ops import jobcontrol as jobs
-from etl_assets.dev.embedded import to_libpq
 from etl_assets.core.secrets import redact
+from etl_assets.dev.embedded import to_libpq
+from etl_assets.ops import jobcontrol as jobs
 
 CONNECT_TIMEOUT = 5  # seconds
 

@@ -17,9 +17,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 
-from etl_assets.ops import history
-from etl_assets.ops import notify
 from etl_assets.core.partitions import Window, latest_complete_keys, partitions_def, window_for
+from etl_assets.ops import history, notify
 from etl_assets.orchestration.schedules import _in_flight, _materialized
 from etl_assets.spec import PipelineSpec
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from etl_assets.io.storage import ParquetIOManagerResource
-from etl_assets.ops.memory import bounded
+from etl_assets.orchestration.memory import bounded
 from etl_assets.ops.notify import SlackNotifier
 from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
 from etl_assets.orchestration.sensors import handle_run_finished
