@@ -147,15 +147,10 @@ def run(pipeline, partition, first, last, latest, last_n, step, as_json, progres
     server = embedded.configure()  # noqa: F841
     import dagster as dg
 
+    from etl_assets.cli.progress import Progress
+    from etl_assets.cli.summary import format_summary, write_run_log
     from etl_assets.definitions import build_defs
-    from etl_assets.orchestration.runner import (
-        Progress,
-        RunRequestError,
-        format_summary,
-        resolve_partitions,
-        run_pipeline,
-        write_run_log,
-    )
+    from etl_assets.orchestration.runner import RunRequestError, resolve_partitions, run_pipeline
     from etl_assets.orchestration.sensors import notifier_resources
 
     spec = _spec(pipeline)

@@ -69,8 +69,8 @@ def _print_backfill(b: Any, url: str) -> None:
 def backfill_command(pipeline: str, first: str, last: str, reprocess: str, dry_run: bool,
                      max_concurrent: int | None, as_json: bool, url: str) -> None:
     """Launch a range of partitions through the run queue, skipping what is loaded or in flight."""
-    from etl_assets.dev import embedded
     from etl_assets.cli import backfill
+    from etl_assets.dev import embedded
     from etl_assets.ops import jobcontrol as jobs_mod
     from etl_assets.orchestration.runner import RunRequestError, resolve_partitions
 
@@ -101,8 +101,8 @@ def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: i
     import dagster as dg
     from sqlalchemy.exc import SQLAlchemyError
 
-    from etl_assets.core.secrets import redact
     from etl_assets.cli import backfill
+    from etl_assets.core.secrets import redact
 
     try:
         with dg.DagsterInstance.get() as instance:
@@ -122,8 +122,8 @@ def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: i
 @WEBSERVER
 def doctor_command(max_heartbeat_age: float, as_json: bool, url: str) -> None:
     """Daemon, webserver, instance and warehouse: OK or DOWN with a reason; non-zero if any is down."""
-    from etl_assets.dev import embedded
     from etl_assets.cli import doctor
+    from etl_assets.dev import embedded
 
     # Fills in the settings left unset; with no warehouse configured, the embedded one is it.
     server = embedded.configure()  # noqa: F841

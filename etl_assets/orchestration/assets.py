@@ -584,7 +584,7 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
 
 def _failure_reason(spec: PipelineSpec, record: dict[str, Any]) -> str:
     """Each failed source with the check or step that failed it and why, in full."""
-    from etl_assets.orchestration.runner import check_cause
+    from etl_assets.report.causes import check_cause
 
     declared = {(s.name, quality.check_name(c)): c for s in spec.sources for c in s.checks}
     parts = []

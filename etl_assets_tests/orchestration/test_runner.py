@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 
+from etl_assets.cli.summary import format_summary
 from etl_assets.definitions import build_defs
-from etl_assets.orchestration.runner import format_summary, run_pipeline
+from etl_assets.orchestration.runner import run_pipeline
 from etl_assets.spec import PipelineSpec
 from etl_assets_tests.helpers import create_orders, make_spec, query
 
