@@ -6,13 +6,13 @@ import dagster as dg
 
 from etl_assets.core.settings import pipelines_dir
 from etl_assets.io.storage import ParquetIOManagerResource
-from etl_assets.orchestration.deadlines import build_deadline_sensors
 from etl_assets.ops.lineage import build_lineage_sensors
 from etl_assets.ops.retention import build_retention
-from etl_assets.orchestration.tick_alerts import build_tick_sensor
 from etl_assets.orchestration.assets import build_job, build_pipeline_assets
+from etl_assets.orchestration.deadlines import build_deadline_sensors
 from etl_assets.orchestration.schedules import build_schedule
 from etl_assets.orchestration.sensors import build_sensors, notifier_resources
+from etl_assets.orchestration.tick_alerts import build_tick_sensor
 from etl_assets.spec import PipelineSpec, load_pipelines
 from etl_assets.warehouses.postgres import WarehouseResource
 

@@ -8,15 +8,26 @@ the source.
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import dagster as dg
 
 from etl_assets.core.secrets import MissingSecret, redact
-from etl_assets.sources.base import SourceDataError, TransientSourceError
-from etl_assets.spec import SpecError
+
+
+class SpecError(Exception):
+    """An invalid pipeline spec. The message alone tells the user what to fix."""
+
+
+class SourceDataError(Exception):
+    """The source's data or schema is wrong: retrying cannot help."""
+
+
+class TransientSourceError(Exception):
+    """A failure worth retrying (rate limit, 5xx, timeout); `retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 # SQLSTATE classes/codes that mean "try again": connection exceptions, lost server,
 # serialization failures, deadlocks, lock and statement timeouts, server shutting down.
@@ -123,54 +134,3 @@ def next_delay(policy: dg.RetryPolicy | None, attempt: int) -> float:
     if policy.backoff == dg.Backoff.LINEAR:
         return float(policy.delay) * (attempt + 1)
     return float(policy.delay)
-
-
-@contextmanager
-def classified(
-    context: dg.AssetExecutionContext,
-    *,
-    pipeline: str,
-    source: str | None,
-    partitions: list[str],
-    policy: dg.RetryPolicy | None,
-) -> Iterator[None]:
-    """Let transient errors through for RetryPolicy (logging each retry); fail the rest now."""
-    try:
-        yield
-    except dg.Failure:
-        raise
-    except Exception as exc:
-        where = f"{pipeline}/{source}" if source else pipeline
-        where += f" partition {', '.join(partitions)}"
-        from etl_assets.orchestration.memory import limit_failure  # that module builds on this one
-
-        limited = limit_failure(exc, where)
-        if limited is not None:
-            raise limited from None
-        attempt = context.retry_number
-        max_retries = policy.max_retries if policy else 0
-        if is_transient(exc) and attempt < max_retries:
-            wait = next_delay(policy, attempt)
-            asked = retry_after(exc)
-            if asked and asked > wait:
-                # RetryPolicy's delay is fixed; honour the server's longer wait here.
-                time.sleep(min(asked - wait, 600))
-                wait = asked
-            context.log.warning(
-                f"{where}: attempt {attempt + 1} of {max_retries + 1} failed with a transient "
-                f"error ({describe(exc)}); retrying in {wait:.0f}s"
-            )
-            raise
-        kind = "transient error, retries exhausted" if is_transient(exc) else "permanent error"
-        raise dg.Failure(
-            description=f"{where}: {describe(exc)}",
-            metadata={
-                "pipeline": pipeline,
-                "source": source or "",
-                "partitions": ", ".join(partitions),
-                "error_type": type(exc).__name__,
-                "classification": kind,
-                "attempts": attempt + 1,
-            },
-            allow_retries=False,
-        ) from None

@@ -24,7 +24,13 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
-from etl_assets.spec import CREDENTIAL_ENV, CREDENTIAL_KEYS, ENV_REF
+# `${NAME}` references in a spec.
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Names of the environment variables that hold credentials (connection URLs, auth, headers
+# and params set from ${ENV}): every process that parsed a spec can mask their values.
+CREDENTIAL_ENV: set[str] = set()
+# Query parameters and DSN keys that carry a credential.
+CREDENTIAL_KEYS = r"password|passwd|pwd|pass|token|access_token|api_key|apikey|key|secret"
 
 MASK = "***"
 _WHOLE_WORD_BELOW = 6

@@ -18,7 +18,6 @@ from upath import UPath
 
 from etl_assets import quality, sources
 from etl_assets import report as report_mod
-from etl_assets.core.errors import classified
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.secrets import MissingSecret
 from etl_assets.core.settings import storage_dir
@@ -39,6 +38,7 @@ from etl_assets.io.storage import (
 )
 from etl_assets.ops.history import step_metrics, usage
 from etl_assets.orchestration.memory import bounded
+from etl_assets.orchestration.steps import classified
 from etl_assets.report import SourceSummary, markdown_table
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec

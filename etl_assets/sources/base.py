@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from etl_assets.core.errors import SourceDataError, TransientSourceError  # noqa: F401  (sources raise them)
 from etl_assets.core.partitions import Window
 
 
@@ -48,10 +49,6 @@ class Extractor(Protocol):
     def __call__(self, source: Any, request: ExtractRequest) -> Extract: ...
 
 
-class SourceDataError(Exception):
-    """The source's data or schema is wrong: retrying cannot help."""
-
-
 def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
     """The instants an incremental read covers: the lookback widens only the start.
 
@@ -64,9 +61,3 @@ def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt
     return widened.astimezone(start.tzinfo), end
 
 
-class TransientSourceError(Exception):
-    """A failure worth retrying (rate limit, 5xx, timeout); `retry_after` is in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after

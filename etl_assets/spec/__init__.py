@@ -25,8 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from etl_assets.core.errors import SpecError
+from etl_assets.core.secrets import CREDENTIAL_ENV, CREDENTIAL_KEYS, ENV_REF
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$")
 OWNER = re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
@@ -34,10 +36,6 @@ Cadence = Literal["15min", "30min", "hourly", "daily", "weekly", "monthly"]
 Weekday = Literal["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
 WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
 ColumnType = Literal["string", "integer", "float", "boolean", "date", "timestamp"]
-
-
-class SpecError(Exception):
-    """An invalid pipeline spec. The message alone tells the user what to fix."""
 
 
 def parse_duration(value: str) -> dt.timedelta:
@@ -593,11 +591,6 @@ class RetrySpec(Strict):
     jitter: bool = True
 
 
-# Names of the environment variables that hold credentials (connection URLs, auth, headers
-# and params set from ${ENV}): every process that parsed a spec can mask their values.
-CREDENTIAL_ENV: set[str] = set()
-# Query parameters and DSN keys that carry a credential.
-CREDENTIAL_KEYS = r"password|passwd|pwd|pass|token|access_token|api_key|apikey|key|secret"
 _QUERY_CREDENTIAL = re.compile(rf"[?&;](?:{CREDENTIAL_KEYS})=([^&#;]*)", re.IGNORECASE)
 
 
