@@ -38,3 +38,8 @@ def memory_mb() -> int | None:
     if not value.isdigit() or int(value) == 0:
         raise ValueError(f"ETL_MEMORY_MB must be a whole number of megabytes above 0, not {value!r}")
     return int(value)
+
+
+def webserver_url() -> str:
+    """The Dagster UI's address, for links in reports and alerts."""
+    return os.environ.get("ETL_WEBSERVER_URL", "http://127.0.0.1:3000")

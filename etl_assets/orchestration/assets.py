@@ -17,7 +17,7 @@ import pandas as pd
 from upath import UPath
 
 from etl_assets import quality, sources
-from etl_assets import report as report_mod
+from etl_assets.core.keys import LAYERS, asset_key
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.secrets import MissingSecret
 from etl_assets.core.settings import storage_dir
@@ -39,21 +39,25 @@ from etl_assets.io.storage import (
 from etl_assets.ops.history import step_metrics, usage
 from etl_assets.orchestration.memory import bounded
 from etl_assets.orchestration.steps import classified
-from etl_assets.report import SourceSummary, markdown_table
+from etl_assets.report import markdown_table
+from etl_assets.report.partition import (
+    latest_metadata,
+    loaded_in_run,
+    render_partition,
+    render_range_report,
+    report_run,
+    source_summary,
+    warehouse_kind,
+)
 from etl_assets.sources.base import Extract, ExtractRequest
 from etl_assets.spec import PipelineSpec, RetrySpec
 from etl_assets.transform.normalize import infer_type, normalize
-from etl_assets.warehouses.postgres import LoadCounts, WarehouseResource, open_warehouse
+from etl_assets.warehouses.postgres import LoadCounts, WarehouseResource
 
 # Single-run backfills are the point of these assets; the parameter's beta label is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-LAYERS = ("raw", "normalized", "validated", "loaded")
 PREVIEW_ROWS = 10
-
-
-def asset_key(pipeline: str, layer: str, source: str | None = None) -> dg.AssetKey:
-    return dg.AssetKey([pipeline, layer] if source is None else [pipeline, layer, source])
 
 
 def retry_policy(r: RetrySpec) -> dg.RetryPolicy | None:
@@ -407,136 +411,6 @@ def build_source_assets(spec: PipelineSpec, source: Any, pdef: Any) -> list[dg.A
     return [raw, normalized, validated, loaded]
 
 
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any]:
-    """Metadata of the newest materialization of `key` for `partition`, as plain values."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    )
-    if not result.records:
-        return {}
-    mat = result.records[0].asset_materialization
-    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
-
-
-def loaded_in_run(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, run_id: str) -> bool:
-    """Whether run `run_id` materialized `key` for `partition` (its newest materialization)."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    )
-    return bool(result.records) and result.records[0].run_id == run_id
-
-
-def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any, k: str) -> SourceSummary:
-    raw = latest_metadata(instance, asset_key(spec.name, "raw", source.name), k)
-    val = latest_metadata(instance, asset_key(spec.name, "validated", source.name), k)
-    load = latest_metadata(instance, asset_key(spec.name, "loaded", source.name), k)
-    counts = (load.get("counts_by_partition") or {}).get(k, {})
-    return SourceSummary(
-        name=source.name,
-        status="success" if counts else "missing",
-        rows_extracted=(raw.get("rows_by_partition") or {}).get(k),
-        inserted=counts.get("inserted"),
-        updated=counts.get("updated"),
-        unchanged=counts.get("unchanged"),
-        deleted=counts.get("deleted"),
-        quarantined=counts.get("quarantined"),
-        checks=(val.get("checks_by_partition") or {}).get(k, []),
-        versions_opened=counts.get("versions_opened"),
-        versions_closed=counts.get("versions_closed"),
-        failures_stored=counts.get("failures_stored"),
-        drift=counts.get("drift") or [],
-    )
-
-
-def row_trend(
-    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, key: str, last: int = 12
-) -> dict[str, list[tuple[str, int]]]:
-    """Rows each source loaded for each of the last `last` partitions up to `key`, full sources
-    included, from the newest materialization of each partition."""
-    keys = pdef.get_partition_keys()
-    wanted = keys[max(0, keys.index(key) - last + 1): keys.index(key) + 1] if key in keys else [key]
-    trend: dict[str, list[tuple[str, int]]] = {}
-    for s in spec.sources:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key(spec.name, "loaded", s.name), asset_partitions=wanted),
-            limit=len(wanted) * 20,
-        ).records
-        counts: dict[str, int] = {}
-        for r in records:  # newest first: the first one seen for a partition is its latest
-            k = r.partition_key
-            mat = r.asset_materialization
-            if k in counts or mat is None or "counts_by_partition" not in mat.metadata:
-                continue
-            c = (getattr(mat.metadata["counts_by_partition"], "value", {}) or {}).get(k) or {}
-            counts[k] = sum(int(c.get(f) or 0) for f in ("inserted", "updated", "unchanged"))
-        trend[s.name] = [(k, counts[k]) for k in wanted if k in counts]
-    return trend
-
-
-def warehouse_kind(spec: PipelineSpec) -> str:
-    """`postgres` or `clickhouse`: where `spec`'s sources load."""
-    return spec.warehouse.kind if spec.warehouse else "postgres"
-
-
-def kpi_frames(wh: Any, spec: PipelineSpec, start: Any, end: Any, *, strict: bool = True) -> list[tuple[Any, pd.DataFrame]]:
-    """Each KPI over [start, end); `strict=False` leaves out a KPI that fails, so a failure
-    report still renders."""
-    out = []
-    for kpi in spec.report.kpis:
-        try:
-            out.append((kpi, wh.query(kpi.sql, {"window_start": start, "window_end": end})))
-        except Exception:
-            if strict:
-                raise
-    return out
-
-
-def report_run(run_id: str) -> report_mod.ReportRun:
-    """When this report is made and the run's page in the UI (ETL_WEBSERVER_URL)."""
-    import datetime as dt
-
-    from etl_assets.orchestration.sensors import webserver_url
-
-    return report_mod.ReportRun(
-        generated_at=dt.datetime.now(dt.timezone.utc), run_id=run_id,
-        run_url=f"{webserver_url().rstrip('/')}/runs/{run_id}",
-    )
-
-
-def render_partition(
-    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, wh: Any, k: str, run: report_mod.ReportRun,
-    summaries: list[SourceSummary], *, status: str = "success", status_reason: str = "", strict: bool = True,
-) -> tuple[str, report_mod.RenderedReport]:
-    """Render and write partition `k`'s report, its KPIs against the previous partition's."""
-    window = window_for(pdef, k)
-    kpis = kpi_frames(wh, spec, window.start, window.end, strict=strict)
-    keys = pdef.get_partition_keys()
-    previous = None
-    if k in keys and keys.index(k) > 0:
-        before = window_for(pdef, keys[keys.index(k) - 1])
-        previous = (before, kpi_frames(wh, spec, before.start, before.end, strict=False))
-    trend = row_trend(instance, spec, pdef, k)
-    md, page = report_mod.render(
-        spec, window, kpis, summaries, status=status, status_reason=status_reason, trend=trend,
-        previous=previous, run=run,
-    )
-    return md, report_mod.write(storage_dir(), spec.name, k, md, page)
-
-
-def render_range_report(
-    instance: dg.DagsterInstance, spec: PipelineSpec, wh: Any, keys: list[str], run: report_mod.ReportRun
-) -> report_mod.RenderedReport:
-    """One report over `keys` (consecutive partitions), written as `<first>_<last>`."""
-    from etl_assets.report.range import render_range
-
-    pdef = partitions_def(spec)
-    windows = [window_for(pdef, k) for k in keys]
-    kpis = kpi_frames(wh, spec, windows[0].start, windows[-1].end)
-    per_partition = {k: [source_summary(instance, spec, s, k) for s in spec.sources] for k in keys}
-    md, page = render_range(spec, windows, kpis, per_partition, run=run)
-    return report_mod.write(storage_dir(), spec.name, f"{keys[0]}_{keys[-1]}", md, page)
-
-
 def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
     P = spec.name
     deps = [asset_key(P, "loaded", s.name) for s in spec.sources]
@@ -580,58 +454,6 @@ def build_report_asset(spec: PipelineSpec, pdef: Any) -> dg.AssetsDefinition:
         )
 
     return report
-
-
-def _failure_reason(spec: PipelineSpec, record: dict[str, Any]) -> str:
-    """Each failed source with the check or step that failed it and why, in full."""
-    from etl_assets.report.causes import check_cause
-
-    declared = {(s.name, quality.check_name(c)): c for s in spec.sources for c in s.checks}
-    parts = []
-    for name, s in record["sources"].items():
-        if s["status"] == "success":
-            continue
-        blocking = [c for c in s.get("checks") or [] if not c.get("passed") and c.get("severity") == "error"]
-        for c in blocking:
-            where = f" in {c['partition']}" if c.get("partition") else ""
-            parts.append(f"{name}: blocking check {c['name']} failed{where}: {check_cause(c, declared.get((name, c['name'])))}")
-        if not blocking:
-            parts.append(f"{name} {s['status']}" + (f": {s['error']}" if s.get("error") else ""))
-    return "; ".join(parts) or (record.get("error_summary") or "the run failed")
-
-
-def render_status_report(
-    instance: dg.DagsterInstance, spec: PipelineSpec, record: dict[str, Any], warehouse_url: str
-) -> str | None:
-    """The report of a run that did not finish cleanly, marked PARTIAL or FAILED at the top.
-
-    The `report` asset never runs after an upstream failure, so the run-finished handler
-    renders this one; it names each failing check or step and its cause, and still lists the
-    failed sources' checks. `warehouse_url` is the PostgreSQL warehouse; a pipeline with its
-    own `warehouse:` block reads its KPIs there.
-    """
-    import datetime as dt
-
-    pdef = partitions_def(spec)
-    failed = {n: s for n, s in record["sources"].items() if s["status"] != "success"}
-    reason = _failure_reason(spec, record)
-    wh = open_warehouse(spec.warehouse, warehouse_url)
-    run = report_mod.ReportRun(dt.datetime.now(dt.timezone.utc), record.get("run_id"), record.get("run_url"))
-    path = None
-    for k in record["partitions"]:
-        summaries = []
-        for s in spec.sources:
-            if s.name in failed:
-                f = failed[s.name]
-                checks = [c for c in f.get("checks") or [] if c.get("partition") in (k, None)]
-                summaries.append(SourceSummary(name=s.name, status=f["status"], error=f.get("error"), checks=checks))
-            else:
-                summaries.append(source_summary(instance, spec, s, k))
-        _, written = render_partition(
-            instance, spec, pdef, wh, k, run, summaries, status=record["status"], status_reason=reason, strict=False
-        )
-        path = written.html_path
-    return path
 
 
 def load_first(spec: PipelineSpec) -> dict[str, int]:

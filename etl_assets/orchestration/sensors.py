@@ -8,7 +8,6 @@ and send the same messages.
 
 
 import logging
-import os
 from typing import Any
 
 import dagster as dg
@@ -112,7 +111,7 @@ def record_run(
     full_run = not run.asset_selection or any(k.path[1:] == ["report"] for k in run.asset_selection)
     if outcome.status in ("partial", "failed") and outcome.partitions and full_run:
         if spec.report.on_partial == "render" or outcome.status == "failed":
-            from etl_assets.orchestration.assets import render_status_report
+            from etl_assets.report.partition import render_status_report
 
             try:
                 outcome.report_path = render_status_report(instance, spec, outcome.as_record(), warehouse_url)
@@ -152,10 +151,6 @@ def _notify(
         notify.notify_run(record, notify_spec, slack, email, logger, warned=warned)
     except Exception as e:
         logger.error(f"{spec.name}: notification failed: {type(e).__name__}")
-
-
-def webserver_url() -> str:
-    return os.environ.get("ETL_WEBSERVER_URL", "http://127.0.0.1:3000")
 
 
 def notifier_resources(specs: list[PipelineSpec]) -> dict[str, Any]:
@@ -205,7 +200,7 @@ def build_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition]:
             run.run_id,
             _known(by_name, run.tags.get("etl/pipeline")),
             warehouse_url=warehouse.url,
-            webserver_url=webserver_url(),
+            webserver_url=settings.webserver_url(),
             slack=slack,
             email=email,
             logger=context.log,

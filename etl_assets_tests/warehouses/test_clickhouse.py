@@ -24,8 +24,9 @@ from etl_assets.core.secrets import redact
 from etl_assets.core.settings import PROJECT_ROOT
 from etl_assets.dev import demo
 from etl_assets.io.storage import ParquetIOManagerResource
-from etl_assets.orchestration.assets import asset_key, build_pipeline_assets, render_status_report
+from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
 from etl_assets.orchestration.sensors import handle_run_finished
+from etl_assets.report.partition import render_status_report
 from etl_assets.sources.base import TransientSourceError
 from etl_assets.spec import PipelineSpec, SpecError, parse_pipeline
 from etl_assets.transform.normalize import record_hashes
