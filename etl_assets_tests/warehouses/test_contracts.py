@@ -207,7 +207,7 @@ def test_store_failures_keeps_failing_rows_beside_the_load_replaced_per_partitio
     ]
     spec = parse_pipeline(data, "shop.yaml")
     wh = etl_env["ETL_WAREHOUSE_URL"]
-    for attempt in range(2):  # the rerun replaces the partition's failures, never duplicates them
+    for _attempt in range(2):  # the rerun replaces the partition's failures, never duplicates them
         with dg.instance_for_test() as instance:
             result = _run(spec, etl_env, instance)
         assert result.success

@@ -20,6 +20,8 @@ import datetime as dt
 import psycopg
 from psycopg import sql
 
+from etl_assets.warehouses.postgres.sql_client import first_row
+
 VERSION_DDL = [
     ("valid_from", "timestamp with time zone NOT NULL"),
     ("valid_to", "timestamp with time zone"),
@@ -102,7 +104,7 @@ def load_versions(
             ).format(tgt=tgt, ts=_match(key, "t", "s")),
             {"ws": window_start},
         ).rowcount
-    same = int(conn.execute("SELECT count(*) FROM _scd WHERE state = 'same'").fetchone()[0])
+    same = int(first_row(conn.execute("SELECT count(*) FROM _scd WHERE state = 'same'"))[0])
     conn.execute("DROP TABLE _scd")
     return opened, corrected, closed, same
 
@@ -113,7 +115,7 @@ def _rechain(conn: psycopg.Connection, tgt: sql.Composable, key: list[str]) -> i
     A version keeps an earlier end it already had (its key was deleted then); only rows whose
     validity changes are written, so versions nobody touched keep their `_loaded_at`.
     """
-    row = conn.execute(
+    row = first_row(conn.execute(
         sql.SQL(
             "WITH v AS (SELECT {t_key}, t.valid_from, t.valid_to AS old_to, "
             " nullif(least(coalesce(t.valid_to, 'infinity'), "
@@ -130,5 +132,5 @@ def _rechain(conn: psycopg.Connection, tgt: sql.Composable, key: list[str]) -> i
             t_key=_names(key, "t"), key=_names(key), tgt=tgt,
             tc=_match(key, "t", "c"), tv=_match(key, "t", "v"),
         )
-    ).fetchone()
+    ))
     return int(row[0])
