@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from etl_assets.core.errors import SourceDataError, TransientSourceError  # noqa: F401  (sources raise them)
 from etl_assets.core.partitions import Window
+
+if TYPE_CHECKING:
+    from etl_assets.spec import SourceBase
 
 
 @dataclass
@@ -45,11 +48,7 @@ class ExtractRequest:
     previous_inputs: dict[str, Any] | None = None
 
 
-class Extractor(Protocol):
-    def __call__(self, source: Any, request: ExtractRequest) -> Extract: ...
-
-
-def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
+def window_bounds(source: SourceBase, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
     """The instants an incremental read covers: the lookback widens only the start.
 
     The lookback is elapsed time, subtracted from the UTC instant: arithmetic on a zoneinfo
@@ -59,5 +58,3 @@ def window_bounds(source: Any, request: ExtractRequest) -> tuple[dt.datetime, dt
     start, end = request.window.start, request.window.end
     widened = request.window.start_utc - source.lookback_delta
     return widened.astimezone(start.tzinfo), end
-
-

@@ -14,7 +14,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pandas as pd
@@ -22,11 +22,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from etl_assets.core.secrets import redact, resolve
-from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
+from etl_assets.sources.base import Extract, SourceDataError, window_bounds
 from etl_assets.sources.tabular import counted, in_window, naive_zone, to_frame
 
+if TYPE_CHECKING:
+    from etl_assets.sources.base import ExtractRequest
+    from etl_assets.spec import CsvSource
 
-def _compression(source: Any, path: str) -> str | None:
+
+def _compression(source: CsvSource, path: str) -> str | None:
     if source.compression == "infer":
         if path.endswith(".gz"):
             return "gzip"
@@ -56,10 +60,10 @@ def _decompress(raw: bytes, kind: str | None, path: str) -> bytes:
     return raw
 
 
-def _file_date(source: Any, path: str) -> dt.date | None:
+def _file_date(filename_date: str, path: str) -> dt.date | None:
     """The date in a file name, from a strftime pattern such as `orders_%Y%m%d.csv`."""
     name = path.rsplit("/", 1)[-1]
-    pattern = re.escape(source.filename_date)
+    pattern = re.escape(filename_date)
     for code, rx in (("%Y", r"\d{4}"), ("%m", r"\d{2}"), ("%d", r"\d{2}")):
         pattern = pattern.replace(re.escape(code), f"(?P<{code[1]}>{rx})")
     m = re.fullmatch(pattern, name)
@@ -78,7 +82,7 @@ def _decode_error(
     )
 
 
-def _parse_problem(source: Any, path: str, text: str, exc: Exception) -> SourceDataError:
+def _parse_problem(source: CsvSource, path: str, text: str, exc: Exception) -> SourceDataError:
     """Find the line a pyarrow parse error came from, with the standard csv module."""
     reader = pycsv.reader(io.StringIO(text), delimiter=source.delimiter, quotechar=source.quotechar)
     # Without a header the declared columns set the width; with one, the header does.
@@ -95,7 +99,7 @@ def _parse_problem(source: Any, path: str, text: str, exc: Exception) -> SourceD
     return SourceDataError(f"{path}: cannot parse CSV: {exc}")
 
 
-def _text_columns(source: Any, text: str) -> dict[str, pa.DataType] | None:
+def _text_columns(source: CsvSource, text: str) -> dict[str, pa.DataType] | None:
     """Columns to keep as text. Declared columns always are (types are normalize's job);
     a streamed read keeps every column as text, so all files share one schema."""
     types = {c.source_name: pa.string() for c in source.columns or []}
@@ -108,14 +112,14 @@ def _text_columns(source: Any, text: str) -> dict[str, pa.DataType] | None:
     return types or None
 
 
-def _null_values(source: Any) -> list[str]:
+def _null_values(source: CsvSource) -> list[str]:
     """The fields read as NULL: pyarrow's default tokens unless `keep_default_na` is false,
     plus `na_values`."""
     defaults = pacsv.ConvertOptions().null_values if source.keep_default_na else []
     return list(dict.fromkeys([*defaults, *source.na_values]))
 
 
-def read_file(source: Any, path: str, data: bytes) -> pd.DataFrame:
+def read_file(source: CsvSource, path: str, data: bytes) -> pd.DataFrame:
     data = _decompress(data, _compression(source, path), path)
     try:
         text = data.decode(source.encoding)
@@ -157,7 +161,7 @@ def read_file(source: Any, path: str, data: bytes) -> pd.DataFrame:
     return to_frame(table)
 
 
-def _options(source: Any) -> dict[str, Any]:
+def _options(source: CsvSource) -> dict[str, Any]:
     """What shapes the parse: files with the same hashes read with the same options give
     the same rows, so a later extract may skip them."""
     return {
@@ -176,7 +180,7 @@ def _options(source: Any) -> dict[str, Any]:
     }
 
 
-def _digest(fs: Any, path: str) -> tuple[str, int]:
+def _digest(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
     h, size = hashlib.sha256(), 0
     with fs.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -185,7 +189,8 @@ def _digest(fs: Any, path: str) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _unchanged(fs: Any, paths: list[str], inputs: dict[str, Any], previous: dict[str, Any]) -> bool:
+def _unchanged(
+    fs: fsspec.AbstractFileSystem, paths: list[str], inputs: dict[str, Any], previous: dict[str, Any]) -> bool:
     """True when the previous extract read exactly these files, byte for byte, the same way."""
     if not isinstance(previous.get("files"), list):
         return False
@@ -198,14 +203,15 @@ def _unchanged(fs: Any, paths: list[str], inputs: dict[str, Any], previous: dict
     return all((p, *_digest(fs, p)) == b for p, b in zip(paths, before))
 
 
-def _select(source: Any, paths: list[str], start: dt.datetime, end: dt.datetime) -> list[str]:
-    if source.mode != "incremental" or not source.filename_date:
+def _select(source: CsvSource, paths: list[str], start: dt.datetime, end: dt.datetime) -> list[str]:
+    filename_date = source.filename_date
+    if source.mode != "incremental" or not filename_date:
         return paths
-    dated = [(p, _file_date(source, p)) for p in paths]
+    dated = [(p, _file_date(filename_date, p)) for p in paths]
     return [p for p, d in dated if d is not None and start.date() <= d < end.date()]
 
 
-def extract(source: Any, request: ExtractRequest) -> Extract:
+def extract(source: CsvSource, request: ExtractRequest) -> Extract:
     pattern = resolve(source.path, where=f"{request.pipeline}.sources.{source.name}.path")
     fs, _, paths = fsspec.get_fs_token_paths(pattern)
     start, end = window_bounds(source, request)
@@ -224,47 +230,50 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
         # Hashed without parsing: the raw file stored by that extract is still right.
         inputs.update(files=previous["files"], rows=previous.get("rows"))
         return Extract(None, inputs, unchanged=True)
-    # Rows are filtered by timestamp unless the file name already chose the window's files.
-    by_time = source.mode == "incremental" and not source.filename_date
-
-    def frames() -> Iterator[pd.DataFrame]:
-        for p in paths:
-            data = fs.cat_file(p)
-            frame = read_file(source, p, data)
-            inputs["files"].append(
-                {
-                    "path": p,
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "size": len(data),
-                    "rows": len(frame),
-                }
-            )
-            del data
-            if by_time:
-                frame = in_window(
-                    frame,
-                    source.timestamp_column_source,
-                    start,
-                    end,
-                    naive_zone(source, request),
-                    f"{p}: ",
-                )
-            yield frame
-
     if source.batch_size:
-        return Extract(counted(_batches(source, frames(), paths), inputs), inputs)
-    parts = list(frames())
+        frames = _frames(fs, source, request, paths, inputs)
+        return Extract(counted(_batches(source, frames, paths, source.batch_size), inputs), inputs)
+    parts = list(_frames(fs, source, request, paths, inputs))
     frame = pd.concat(parts, ignore_index=True) if parts else _empty(source)
     inputs["rows"] = len(frame)
     return Extract(frame, inputs)
 
 
-def _empty(source: Any) -> pd.DataFrame:
+def _frames(
+    fs: fsspec.AbstractFileSystem,
+    source: CsvSource,
+    request: ExtractRequest,
+    paths: list[str],
+    inputs: dict[str, Any],
+) -> Iterator[pd.DataFrame]:
+    """Each file's rows in the window, recording the file in `inputs` as it is read."""
+    start, end = window_bounds(source, request)
+    # Rows are filtered by timestamp unless the file name already chose the window's files.
+    by_time = source.mode == "incremental" and not source.filename_date
+    ts_column = source.timestamp_column_source if by_time else None
+    for p in paths:
+        data = fs.cat_file(p)
+        frame = read_file(source, p, data)
+        inputs["files"].append(
+            {
+                "path": p,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "rows": len(frame),
+            }
+        )
+        del data
+        if ts_column:
+            frame = in_window(frame, ts_column, start, end, naive_zone(source, request), f"{p}: ")
+        yield frame
+
+
+def _empty(source: CsvSource) -> pd.DataFrame:
     return pd.DataFrame({c.source_name: pd.Series(dtype="string") for c in source.columns or []})
 
 
 def _batches(
-    source: Any, frames: Iterator[pd.DataFrame], paths: list[str]
+    source: CsvSource, frames: Iterator[pd.DataFrame], paths: list[str], size: int
 ) -> Iterator[pd.DataFrame]:
     """Frames of at most batch_size rows; each file is parsed whole, one at a time."""
     first: pd.DataFrame | None = None
@@ -277,8 +286,8 @@ def _batches(
                 f"{p}: columns {', '.join(frame.columns)} differ from the first file's "
                 f"({', '.join(first.columns)}); a streamed read needs the same header in every file"
             )
-        for i in range(0, len(frame), source.batch_size):
+        for i in range(0, len(frame), size):
             yielded = True
-            yield frame.iloc[i : i + source.batch_size].reset_index(drop=True)
+            yield frame.iloc[i : i + size].reset_index(drop=True)
     if not yielded:  # one empty frame, so the writer still learns the columns
         yield first if first is not None else _empty(source)

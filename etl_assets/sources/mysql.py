@@ -7,10 +7,12 @@ result, so with `batch_size` memory holds one batch. The session runs in UTC.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pyarrow as pa
 import pymysql
 import pymysql.cursors
@@ -18,16 +20,16 @@ import sqlalchemy as sa
 from pymysql.constants import FIELD_TYPE, FLAG
 from sqlalchemy.dialects.mysql import pymysql as mysql_pymysql
 
+from etl_assets.core.errors import is_permanent
 from etl_assets.core.secrets import redact
-from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
-from etl_assets.sources.sql import parse_url, shown_url, statement
+from etl_assets.sources.base import Extract, SourceDataError, window_bounds
+from etl_assets.sources.sqlcommon import parse_url, shown_url, statement
 from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_bounds
 
-# Server errors that a retry cannot fix: login, unknown database/table/column, bad SQL, grants.
-PERMANENT_CODES = frozenset(
-    (1044, 1045, 1046, 1049, 1052, 1054, 1060, 1064, 1066, 1109, 1142, 1143, 1146, 1149)
-    + (1227, 1251, 1305, 1370, 1698)
-)
+if TYPE_CHECKING:
+    from etl_assets.sources.base import ExtractRequest
+    from etl_assets.spec import MysqlSource
+
 _INT = (
     FIELD_TYPE.TINY,
     FIELD_TYPE.SHORT,
@@ -57,21 +59,12 @@ _SSL_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert")
 DIALECT = mysql_pymysql.dialect(paramstyle="pyformat")
 
 
-def error_code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def is_permanent(exc: pymysql.err.MySQLError) -> bool:
-    return isinstance(exc, pymysql.err.ProgrammingError) or error_code(exc) in PERMANENT_CODES
-
-
 def _message(exc: pymysql.err.MySQLError) -> str:
-    args = getattr(exc, "args", ())
+    args = exc.args
     return redact(str(args[1]) if len(args) > 1 else str(exc))
 
 
-def connect(source: Any, where: str) -> tuple[pymysql.Connection, sa.URL]:
+def connect(source: MysqlSource, where: str) -> tuple[pymysql.Connection, sa.URL]:
     url = parse_url(source.connection.url, where=where)
     if url.get_backend_name() not in ("mysql", "mariadb"):
         raise SourceDataError(f"{where}: expected a mysql:// URL, got {url.drivername}://")
@@ -106,7 +99,7 @@ def connect(source: Any, where: str) -> tuple[pymysql.Connection, sa.URL]:
     return conn, url
 
 
-def _arrow_types(cursor: Any, exact: set[str]) -> dict[str, pa.DataType]:
+def _arrow_types(cursor: pymysql.cursors.Cursor, exact: set[str]) -> dict[str, pa.DataType]:
     """Arrow types from the result's column metadata, so every batch has the same schema.
     BIGINT UNSIGNED is uint64 (normalize rejects what int64 cannot hold); a DECIMAL declared
     as anything but float keeps its exact text."""
@@ -154,32 +147,32 @@ def _zero_dates(rows: list[tuple], columns: list[int]) -> list[tuple]:
     return out
 
 
-def _values(source: Any, request: ExtractRequest, ts_code: int | None) -> dict[str, Any]:
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _values(source: MysqlSource, request: ExtractRequest, ts_code: int | None) -> dict[str, Any]:
     """DATETIME/DATE hold wall-clock time (read by normalize in the source's `timezone`,
     default the pipeline's), so they get bounds in that zone; TIMESTAMP and `query:`
     parameters get UTC, the session's zone."""
     start, end = window_bounds(source, request)
-
-    def utc(t: dt.datetime) -> dt.datetime:
-        return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
     if source.query:
         return {
-            "window_start": utc(start),
-            "window_end": utc(end),
-            "last_sync": utc(request.last_sync) if request.last_sync else None,
+            "window_start": _utc(start),
+            "window_end": _utc(end),
+            "last_sync": _utc(request.last_sync) if request.last_sync else None,
         }
     if source.mode != "incremental":
         return {}
     if ts_code in (FIELD_TYPE.DATETIME, *_DATES):
         local_start, local_end = naive_bounds(source, request)
         return {"window_start": local_start, "window_end": local_end}
-    return {"window_start": utc(start), "window_end": utc(end)}
+    return {"window_start": _utc(start), "window_end": _utc(end)}
 
 
-def _close(conn: pymysql.Connection, cur: Any = None) -> None:
+def _close(conn: pymysql.Connection, cur: pymysql.cursors.Cursor | None = None) -> None:
     result = getattr(cur, "_result", None)
-    if result is not None and getattr(result, "unbuffered_active", False):
+    if cur is not None and result is not None and getattr(result, "unbuffered_active", False):
         # Abandon the unread rest of a stream: dropping the connection is faster than
         # reading it, and PyMySQL would otherwise try to read it from a closed socket.
         result.unbuffered_active = False
@@ -188,18 +181,21 @@ def _close(conn: pymysql.Connection, cur: Any = None) -> None:
         conn.close()
 
 
-def _timestamp_type(conn: pymysql.Connection, source: Any) -> int | None:
-    if source.query or source.mode != "incremental":
+def _timestamp_type(conn: pymysql.Connection, source: MysqlSource) -> int | None:
+    column = source.timestamp_column_source
+    if source.query or source.mode != "incremental" or not (source.table and column):
         return None
     schema, _, name = source.table.rpartition(".")
     table = sa.table(name, schema=schema or None)
-    probe = sa.select(sa.column(source.timestamp_column_source)).select_from(table).limit(0)
+    probe: sa.Select[Any] = sa.select(sa.column(column)).select_from(table).limit(0)
     with conn.cursor() as cur:
         cur.execute(str(probe.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True})))
         return cur.description[0][1]
 
 
-def _stream(cur: Any, converter: RowConverter, size: int, dates: list[int]) -> Iterator[Any]:
+def _stream(
+    cur: pymysql.cursors.Cursor, converter: RowConverter, size: int, dates: list[int]
+) -> Iterator[pd.DataFrame]:
     n = 0
     while True:
         rows = cur.fetchmany(size)
@@ -211,7 +207,7 @@ def _stream(cur: Any, converter: RowConverter, size: int, dates: list[int]) -> I
             return
 
 
-def extract(source: Any, request: ExtractRequest) -> Extract:
+def extract(source: MysqlSource, request: ExtractRequest) -> Extract:
     where = f"{request.pipeline}.sources.{source.name}.connection.url"
     conn, url = connect(source, where)
     cur = None
@@ -241,7 +237,7 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
             stream = _stream(cur, converter, source.batch_size, dates)
             weakref.finalize(stream, _close, conn, cur)  # a stream dropped unread still lets go
             streaming = True
-            return Extract(counted(stream, inputs, on_close=lambda: _close(conn, cur)), inputs)
+            return Extract(counted(stream, inputs, on_close=functools.partial(_close, conn, cur)), inputs)
         frame = converter.frame(_zero_dates(list(cur.fetchall()), dates))
     except pymysql.err.MySQLError as e:
         if is_permanent(e):

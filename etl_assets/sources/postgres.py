@@ -9,17 +9,23 @@ from __future__ import annotations
 import io
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from etl_assets.core.errors import is_permanent
 from etl_assets.core.secrets import redact, resolve
 from etl_assets.core.sql import UnknownParameter, bind_named, qualified
-from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
+from etl_assets.sources.base import Extract, SourceDataError, window_bounds
 from etl_assets.sources.tabular import counted, exact_columns, naive_bounds, to_frame
+
+if TYPE_CHECKING:
+    from etl_assets.sources.base import ExtractRequest
+    from etl_assets.spec import PostgresSource
 
 # PostgreSQL type OIDs → Arrow types, so raw keeps the source's types through the CSV stream.
 OID_TYPES: dict[int, pa.DataType] = {
@@ -40,23 +46,8 @@ OID_TYPES: dict[int, pa.DataType] = {
 }
 _NUMERIC = 1700
 _NAIVE_OIDS = (1082, 1114)  # date, timestamp without time zone
-PERMANENT_SQLSTATE = ("42", "28", "3D", "3F", "0A", "22")
-# libpq reports failed logins without a SQLSTATE; these texts mean "fix the spec or grants".
-_PERMANENT_LOGIN = (
-    "authentication failed",
-    "does not exist",
-    "no pg_hba.conf entry",
-    "permission denied",
-)
 
 _READ = pacsv.ReadOptions(use_threads=True, block_size=1 << 22)
-
-
-def is_permanent(exc: psycopg.Error) -> bool:
-    if exc.sqlstate:
-        return exc.sqlstate.startswith(PERMANENT_SQLSTATE)
-    text = str(exc)
-    return isinstance(exc, psycopg.OperationalError) and any(t in text for t in _PERMANENT_LOGIN)
 
 
 def _message(exc: psycopg.Error) -> str:
@@ -77,7 +68,7 @@ def connect(url: str, *, where: str, timeout_seconds: float | None = None) -> ps
         raise
 
 
-def _describe(cur: psycopg.Cursor, query: sql.Composable) -> list[Any]:
+def _describe(cur: psycopg.Cursor[Any], query: sql.Composable) -> list[Any]:
     try:
         cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(query))
     except psycopg.Error as e:
@@ -88,8 +79,8 @@ def _describe(cur: psycopg.Cursor, query: sql.Composable) -> list[Any]:
 
 
 def build_query(
-    source: Any, request: ExtractRequest, cur: psycopg.Cursor | None = None
-) -> tuple[sql.Composable, dict[str, Any]]:
+    source: PostgresSource, request: ExtractRequest, cur: psycopg.Cursor[Any] | None = None
+) -> tuple[sql.SQL | sql.Composed, dict[str, Any]]:
     """The window query and its bound values.
 
     A `timestamp`/`date` column holds wall-clock time, which normalize reads in the source's
@@ -108,12 +99,14 @@ def build_query(
         if source.columns and not source.schema_checked
         else sql.SQL("*")
     )
-    query = sql.SQL("SELECT {} FROM {}").format(cols, qualified(source.table))
-    if source.mode != "incremental":
+    table = qualified(source.table or "")  # the spec requires a table when there is no query
+    query = sql.SQL("SELECT {} FROM {}").format(cols, table)
+    ts_column = source.timestamp_column_source
+    if source.mode != "incremental" or not ts_column:
         return query, {}
-    ts = sql.Identifier(source.timestamp_column_source)
+    ts = sql.Identifier(ts_column)
     if cur is not None:
-        probe = sql.SQL("SELECT {} FROM {}").format(ts, qualified(source.table))
+        probe = sql.SQL("SELECT {} FROM {}").format(ts, table)
         if _describe(cur, probe)[0].type_code in _NAIVE_OIDS:
             start, end = naive_bounds(source, request)
     query += sql.SQL(" WHERE {ts} >= %(window_start)s AND {ts} < %(window_end)s").format(ts=ts)
@@ -149,10 +142,10 @@ def _parse(data: bytearray, types: dict[str, pa.DataType]) -> pa.Table:
 
 def _stream(
     conn: psycopg.Connection,
-    copy_sql: sql.Composable,
+    copy_sql: sql.Composed,
     types: dict[str, pa.DataType],
     batch_size: int,
-) -> Iterator[Any]:
+) -> Iterator[pd.DataFrame]:
     """COPY data in frames of `batch_size` rows. The server sends one CopyData message per
     row, so counting messages cuts batches exactly, quoted newlines included."""
     try:
@@ -174,7 +167,7 @@ def _stream(
         conn.close()  # also abandons an unfinished COPY
 
 
-def extract(source: Any, request: ExtractRequest) -> Extract:
+def extract(source: PostgresSource, request: ExtractRequest) -> Extract:
     where = f"{request.pipeline}.sources.{source.name}.connection.url"
     conn = connect(source.connection.url, where=where, timeout_seconds=source.timeout_seconds)
     streaming = False

@@ -9,18 +9,41 @@ Drivers beyond the core install are extras: `pip install 'etl-assets[oracle]'` (
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
+import functools
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from etl_assets.core.secrets import redact, resolve
-from etl_assets.sources.base import Extract, ExtractRequest, SourceDataError, window_bounds
+from etl_assets.core import errors
+from etl_assets.core.secrets import redact
+from etl_assets.sources.base import Extract, SourceDataError, window_bounds
+from etl_assets.sources.sqlcommon import (
+    ALLOWED_PARAMS,
+    parse_url,
+    shown_url,
+    statement,
+    text_query,
+    window_select,
+)
 from etl_assets.sources.tabular import RowConverter, counted, exact_columns, naive_zone
-from etl_assets.spec import ENV_REF
+
+if TYPE_CHECKING:
+    from etl_assets.sources.base import ExtractRequest
+    from etl_assets.spec import SqlSource
+
+__all__ = [  # the shared statement helpers stay importable from here
+    "ALLOWED_PARAMS",
+    "extract",
+    "parse_url",
+    "shown_url",
+    "statement",
+    "text_query",
+    "window_select",
+]
 
 # Driver module → the extra that installs it.
 DRIVER_EXTRAS = {"oracledb": "oracle", "cx_Oracle": "oracle", "pymssql": "mssql", "pyodbc": "mssql"}
@@ -32,45 +55,9 @@ _SESSION_UTC = {
     "mariadb": "SET time_zone = '+00:00'",
     "oracle": "ALTER SESSION SET TIME_ZONE = '+00:00'",
 }
-# ORA- codes for bad SQL, unknown table/column, refused login, unknown service.
-_ORACLE_PERMANENT = frozenset(
-    (900, 904, 905, 906, 907, 911, 918, 923, 933, 936, 942, 1017, 1031, 1045, 12505, 12514)
-)
-# SQL Server: syntax, unknown object/column, permission, unknown database, login failed.
-_MSSQL_PERMANENT = frozenset((102, 105, 156, 207, 208, 209, 229, 230, 4060, 18456))
-_SQLITE_PERMANENT = ("no such ", "syntax error", "near ", "ambiguous column", "unrecognized token")
-ALLOWED_PARAMS = ("window_start", "window_end", "last_sync")
 
 
-# --- URLs and engines -----------------------------------------------------------------------
-
-
-def parse_url(text: str, *, where: str) -> sa.URL:
-    """The spec's URL with `${VAR}`s resolved per component, so a password needs no escaping."""
-    try:
-        if ENV_REF.fullmatch(text.strip()):
-            return sa.make_url(resolve(text.strip(), where=where))
-        url = sa.make_url(text)
-    except sa.exc.ArgumentError:
-        raise SourceDataError(f"{where}: not a valid database URL") from None
-
-    def r(value: Any) -> Any:
-        return resolve(value, where=where) if isinstance(value, str) else value
-
-    return url.set(
-        username=r(url.username),
-        password=r(url.password),
-        host=r(url.host),
-        database=r(url.database),
-        query={
-            k: (tuple(r(x) for x in v) if isinstance(v, tuple) else r(v))
-            for k, v in url.query.items()
-        },
-    )
-
-
-def shown_url(url: sa.URL) -> str:
-    return redact(url.render_as_string(hide_password=True))
+# --- engines and errors ---------------------------------------------------------------------
 
 
 def missing_driver(url: sa.URL, exc: ImportError, where: str) -> SourceDataError:
@@ -90,6 +77,7 @@ def create_engine(url: sa.URL, *, where: str, timeout_seconds: float | None) -> 
     if timeout_seconds and backend == "mssql":
         args["timeout"] = int(timeout_seconds)
     try:
+        # SQLAlchemy imports the dialect's driver (oracledb, pymssql …) here, lazily.
         return sa.create_engine(url, poolclass=NullPool, connect_args=args)
     except sa.exc.NoSuchModuleError:
         raise SourceDataError(f"{where}: unknown database kind {url.drivername!r}") from None
@@ -97,33 +85,11 @@ def create_engine(url: sa.URL, *, where: str, timeout_seconds: float | None) -> 
         raise missing_driver(url, e, where) from None
 
 
-# --- errors ---------------------------------------------------------------------------------
-
-
 def is_permanent(exc: sa.exc.DBAPIError) -> bool:
     """Missing table or column, bad SQL, refused login: retrying cannot help."""
-    from etl_assets.sources import mysql, postgres
-
-    orig = exc.orig
     if isinstance(exc, sa.exc.ProgrammingError):
         return True
-    if isinstance(orig, sqlite3.Error):
-        return str(orig).lower().startswith(_SQLITE_PERMANENT)
-    try:
-        import psycopg
-
-        if isinstance(orig, psycopg.Error):
-            return postgres.is_permanent(orig)
-    except ImportError:  # pragma: no cover - psycopg is a core dependency
-        pass
-    pgcode = getattr(orig, "pgcode", None)  # psycopg2
-    if pgcode:
-        return str(pgcode).startswith(postgres.PERMANENT_SQLSTATE)
-    code = mysql.error_code(orig)
-    if code is not None and (code in mysql.PERMANENT_CODES or code in _MSSQL_PERMANENT):
-        return True
-    ora = getattr(orig.args[0] if orig.args else None, "code", None)  # oracledb _Error
-    return isinstance(ora, int) and ora in _ORACLE_PERMANENT
+    return exc.orig is not None and errors.is_permanent(exc.orig)
 
 
 def driver_message(exc: sa.exc.DBAPIError) -> str:
@@ -133,45 +99,21 @@ def driver_message(exc: sa.exc.DBAPIError) -> str:
     )
 
 
-# --- the statement --------------------------------------------------------------------------
+# --- bound values ---------------------------------------------------------------------------
 
 
-def text_query(query: str, allowed: tuple[str, ...] = ALLOWED_PARAMS) -> sa.TextClause:
-    """A `query:` with `:window_start`-style parameters, each one bound by the driver."""
-    clause = sa.text(query)
-    unknown = sorted(set(clause._bindparams) - set(allowed))
-    if unknown:
-        available = ", ".join(":" + a for a in allowed)
-        raise SourceDataError(f"query: unknown parameter :{unknown[0]} (available: {available})")
-    return clause
-
-
-def window_select(table: str, columns: list[str] | None, timestamp_column: str | None) -> sa.Select:
-    """`SELECT cols FROM table [WHERE ts >= :window_start AND ts < :window_end]`."""
-    schema, _, name = table.rpartition(".")
-    names = list(columns or [])
-    extra = [timestamp_column] if timestamp_column and timestamp_column not in names else []
-    t = sa.table(name, *(sa.column(n) for n in names + extra), schema=schema or None)
-    stmt = sa.select(*(t.c[n] for n in names)) if names else sa.select(sa.literal_column("*"))
-    stmt = stmt.select_from(t)
-    if timestamp_column:
-        ts = t.c[timestamp_column]
-        stmt = stmt.where(ts >= sa.bindparam("window_start"), ts < sa.bindparam("window_end"))
-    return stmt
-
-
-def statement(source: Any) -> sa.Executable:
-    if source.query:
-        return text_query(source.query)
-    return window_select(
-        source.table,
-        [c.source_name for c in source.columns] if source.columns else None,
-        source.timestamp_column_source if source.mode == "incremental" else None,
-    )
+def _bound(t: dt.datetime, local: bool, backend: str, zone: dt.tzinfo) -> Any:
+    if local:
+        naive = t.astimezone(zone).replace(tzinfo=None)
+        return naive.strftime("%Y-%m-%d %H:%M:%S") if backend == "sqlite" else naive
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def window_values(
-    source: Any, request: ExtractRequest, backend: str, column_type: Any = None
+    source: SqlSource,
+    request: ExtractRequest,
+    backend: str,
+    column_type: sa.types.TypeEngine[Any] | None = None,
 ) -> dict[str, Any]:
     """Bound values for the window.
 
@@ -185,18 +127,14 @@ def window_values(
         and isinstance(column_type, (sa.DateTime, sa.Date))
         and not getattr(column_type, "timezone", False)
     )
-
     zone = naive_zone(source, request)
-
-    def bound(t: dt.datetime) -> Any:
-        if local:
-            naive = t.astimezone(zone).replace(tzinfo=None)
-            return naive.strftime("%Y-%m-%d %H:%M:%S") if backend == "sqlite" else naive
-        return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-    values = {"window_start": bound(start), "window_end": bound(end)}
+    values = {
+        "window_start": _bound(start, local, backend, zone),
+        "window_end": _bound(end, local, backend, zone),
+    }
     if source.query:
-        values["last_sync"] = bound(request.last_sync) if request.last_sync else None
+        last = request.last_sync
+        values["last_sync"] = _bound(last, local, backend, zone) if last else None
     elif source.mode != "incremental":
         values = {}
     return values
@@ -205,27 +143,29 @@ def window_values(
 # --- extract --------------------------------------------------------------------------------
 
 
-def _check_table(conn: sa.Connection, source: Any) -> Any:
+def _check_table(conn: sa.Connection, source: SqlSource) -> sa.types.TypeEngine[Any] | None:
     """Fail early and clearly on a missing table or column; return the timestamp's type."""
-    schema, _, name = source.table.rpartition(".")
+    table = source.table or ""
+    schema, _, name = table.rpartition(".")
     inspector = sa.inspect(conn)
     try:
         found = inspector.get_columns(name, schema=schema or None)
     except sa.exc.NoSuchTableError:
-        raise SourceDataError(f"table {source.table} does not exist") from None
+        raise SourceDataError(f"table {table} does not exist") from None
     types = {c["name"]: c["type"] for c in found}
     wanted = [c.source_name for c in source.columns or []]
-    if source.mode == "incremental":
-        wanted.append(source.timestamp_column_source)
+    ts_column = source.timestamp_column_source if source.mode == "incremental" else None
+    if ts_column:
+        wanted.append(ts_column)
     missing = [w for w in wanted if w not in types]
     if missing:
         raise SourceDataError(
-            f"table {source.table} has no column {missing[0]!r} (found {', '.join(types)})"
+            f"table {table} has no column {missing[0]!r} (found {', '.join(types)})"
         )
-    return types.get(source.timestamp_column_source) if source.mode == "incremental" else None
+    return types.get(ts_column) if ts_column else None
 
 
-def _fetch(result: sa.CursorResult, converter: RowConverter, size: int) -> Iterator[Any]:
+def _fetch(result: sa.CursorResult[Any], converter: RowConverter, size: int) -> Iterator[pd.DataFrame]:
     empty = True
     for n, rows in enumerate(result.partitions(size), start=1):
         empty = False
@@ -234,51 +174,69 @@ def _fetch(result: sa.CursorResult, converter: RowConverter, size: int) -> Itera
         yield converter.frame([])
 
 
-def extract(source: Any, request: ExtractRequest) -> Extract:
+def _connect(engine: sa.Engine, where: str) -> sa.Connection:
+    try:
+        return engine.connect()
+    except sa.exc.DBAPIError as e:
+        engine.dispose()
+        if is_permanent(e):
+            raise SourceDataError(f"{where}: cannot connect: {driver_message(e)}") from None
+        raise
+
+
+def _prepare_session(conn: sa.Connection, backend: str, source: SqlSource) -> None:
+    if backend in _SESSION_UTC:
+        conn.exec_driver_sql(_SESSION_UTC[backend])
+    if backend == "postgresql" and source.timeout_seconds:
+        conn.execute(
+            sa.text("SELECT set_config('statement_timeout', :ms, false)"),
+            {"ms": str(int(source.timeout_seconds * 1000))},
+        )
+
+
+def _inputs(
+    source: SqlSource,
+    request: ExtractRequest,
+    url: sa.URL,
+    engine: sa.Engine,
+    stmt: sa.TextClause | sa.Select[Any],
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    start, end = window_bounds(source, request)
+    return {
+        "kind": "sql",
+        "connection": shown_url(url),
+        "dialect": engine.dialect.name,
+        "query": redact(str(stmt.compile(dialect=engine.dialect))),
+        "params": {
+            k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in values.items()
+        },
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "rows": None,
+    }
+
+
+def extract(source: SqlSource, request: ExtractRequest) -> Extract:
     where = f"{request.pipeline}.sources.{source.name}.connection.url"
     url = parse_url(source.connection.url, where=where)
     engine = create_engine(url, where=where, timeout_seconds=source.timeout_seconds)
     backend = url.get_backend_name()
     stmt = statement(source)
     streaming = False
+    conn = _connect(engine, where)
     try:
-        conn = engine.connect()
-    except sa.exc.DBAPIError as e:
-        engine.dispose()
-        if is_permanent(e):
-            raise SourceDataError(f"{where}: cannot connect: {driver_message(e)}") from None
-        raise
-    try:
-        if backend in _SESSION_UTC:
-            conn.exec_driver_sql(_SESSION_UTC[backend])
-        if backend == "postgresql" and source.timeout_seconds:
-            conn.execute(
-                sa.text("SELECT set_config('statement_timeout', :ms, false)"),
-                {"ms": str(int(source.timeout_seconds * 1000))},
-            )
+        _prepare_session(conn, backend, source)
         ts_type = _check_table(conn, source) if source.table else None
         values = window_values(source, request, backend, ts_type)
         if source.batch_size:
             conn = conn.execution_options(stream_results=True, yield_per=source.batch_size)
         result = conn.execute(stmt, values)
-        names = list(result.keys())
-        start, end = window_bounds(source, request)
-        inputs: dict[str, Any] = {
-            "kind": "sql",
-            "connection": shown_url(url),
-            "dialect": engine.dialect.name,
-            "query": redact(str(stmt.compile(dialect=engine.dialect))),
-            "params": {
-                k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in values.items()
-            },
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-            "rows": None,
-        }
-        converter = RowConverter(names, exact=exact_columns(source))
+        inputs = _inputs(source, request, url, engine, stmt, values)
+        converter = RowConverter(list(result.keys()), exact=exact_columns(source))
         if source.batch_size:
             stream = _fetch(result, converter, source.batch_size)
-            release = _closer(conn, engine)
+            release = functools.partial(_release, conn, engine)
             weakref.finalize(stream, release)
             streaming = True
             return Extract(counted(stream, inputs, on_close=release), inputs)
@@ -295,9 +253,6 @@ def extract(source: Any, request: ExtractRequest) -> Extract:
     return Extract(frame, inputs)
 
 
-def _closer(conn: sa.Connection, engine: sa.Engine) -> Any:
-    def release() -> None:
-        conn.close()
-        engine.dispose()
-
-    return release
+def _release(conn: sa.Connection, engine: sa.Engine) -> None:
+    conn.close()
+    engine.dispose()

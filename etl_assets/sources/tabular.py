@@ -10,7 +10,7 @@ import datetime as dt
 import decimal
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,6 +18,11 @@ import pandas as pd
 import pyarrow as pa
 
 from etl_assets.sources.base import SourceDataError, window_bounds
+from etl_assets.transform.normalize import cast_column
+
+if TYPE_CHECKING:
+    from etl_assets.sources.base import ExtractRequest
+    from etl_assets.spec import SourceSpec
 
 
 def pandas_types(t: pa.DataType) -> Any:
@@ -107,9 +112,8 @@ def _fit(value: Any, t: pa.DataType) -> Any:
     elif pa.types.is_date(t):
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
-    elif pa.types.is_binary(t):
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
+    elif pa.types.is_binary(t) and isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
     raise ValueError
 
 
@@ -184,7 +188,7 @@ def _fits(value: Any, t: pa.DataType) -> bool:
         return False
 
 
-def exact_columns(source: Any) -> set[str]:
+def exact_columns(source: SourceSpec) -> set[str]:
     """Source names of declared columns that must not pass through float64 (integer,
     string, ...): a database decimal there is read as its exact text."""
     return {c.source_name for c in source.columns or [] if c.type != "float"}
@@ -202,14 +206,19 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def naive_zone(source: Any, request: Any) -> dt.tzinfo:
+def naive_zone(source: SourceSpec, request: ExtractRequest) -> dt.tzinfo:
     """The zone the timestamp column's naive values are wall-clock time in: its `timezone`,
     the source's, or the pipeline's (the window's own zone)."""
     name = source.wall_clock_zone(source.timestamp_column, "")
-    return ZoneInfo(name) if name else request.window.start.tzinfo
+    if name:
+        return ZoneInfo(name)
+    zone = request.window.start.tzinfo
+    if zone is None:  # windows are built aware; a naive one is a bug, not data
+        raise TypeError(f"window {request.window.key} has no time zone")
+    return zone
 
 
-def naive_bounds(source: Any, request: Any) -> tuple[dt.datetime, dt.datetime]:
+def naive_bounds(source: SourceSpec, request: ExtractRequest) -> tuple[dt.datetime, dt.datetime]:
     """The window as wall-clock bounds in `naive_zone`, for columns without a time zone."""
     zone = naive_zone(source, request)
     start, end = window_bounds(source, request)
@@ -220,8 +229,6 @@ def in_window(
     frame: pd.DataFrame, column: str, start: dt.datetime, end: dt.datetime, tz: Any, where: str
 ) -> pd.DataFrame:
     """Rows with `start <= column < end`, reading the column exactly as normalize will."""
-    from etl_assets.transform.normalize import _cast
-
     if not len(frame):
         return frame
     if column not in frame.columns:
@@ -230,7 +237,7 @@ def in_window(
             f"{where}timestamp_column {column!r} is not in the data (found {found})"
         )
     try:
-        ts = _cast(frame[column].reset_index(drop=True), "timestamp", column, tz)
+        ts = cast_column(frame[column].reset_index(drop=True), "timestamp", column, tz)
     except SourceDataError as e:
         raise SourceDataError(f"{where}{e}") from None
     keep = ((ts >= start) & (ts < end)).fillna(False).to_numpy(dtype=bool)

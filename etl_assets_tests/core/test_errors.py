@@ -77,6 +77,17 @@ def test_http_status(status: int, transient: bool) -> None:
     assert retry_after(e) == 7.0
 
 
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("1.5", 1.5), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), ("", None)],
+)
+def test_retry_after_reads_seconds_and_http_dates(header: str, seconds: float | None) -> None:
+    response = requests.Response()
+    response.status_code = 503
+    response.headers["Retry-After"] = header
+    assert retry_after(requests.HTTPError(response=response)) == seconds
+
+
 def test_plain_errors() -> None:
     assert is_transient(ConnectionRefusedError())
     assert is_transient(TimeoutError())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etl_assets.core.sql import UnknownParameter, bind_named
+from etl_assets.core.sql import UnknownParameter, bind_named, rewrite_named
 from etl_assets_tests.helpers import ADMIN_URL
 
 
@@ -23,3 +23,11 @@ def test_unknown_parameter_names_the_choices() -> None:
     with pytest.raises(UnknownParameter) as e:
         bind_named("SELECT :window_begin", {"window_start": 1, "window_end": 2})
     assert str(e.value) == "unknown parameter :window_begin (available: :window_start, :window_end)"
+
+
+def test_one_tokenizer_serves_every_placeholder_style() -> None:
+    text, used = rewrite_named(
+        "SELECT :a, ':b', x::date, 5 % 2", {"a": 1, "b": 2}, lambda n: "{" + n + ":Int64}"
+    )
+    assert text == "SELECT {a:Int64}, ':b', x::date, 5 % 2"
+    assert used == {"a": 1}

@@ -72,6 +72,15 @@ def test_full_table_and_query_statements_per_dialect() -> None:
     )
 
 
+def test_a_colon_name_inside_quotes_is_text_not_a_parameter() -> None:
+    q = sales(table=None, query="SELECT ':since' AS a, \"x:y\" FROM t WHERE ts >= :window_start")
+    compiled = sql.statement(q).compile(dialect=ORACLE)
+    assert str(compiled) == "SELECT ':since' AS a, \"x:y\" FROM t WHERE ts >= :window_start"
+    assert list(compiled.params) == ["window_start"]
+    with pytest.raises(SourceDataError, match=r"^query: unknown parameter :since \(available: "):
+        sql.statement(sales(table=None, query="SELECT 1 WHERE x > :since"))
+
+
 @pytest.mark.parametrize(
     ("url", "module", "extra"),
     [
