@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from etl_assets.spec import WEEKDAYS, PipelineSpec
+if TYPE_CHECKING:
+    from etl_assets.spec import PipelineSpec
+
+# The days a weekly window may start on, in Dagster's `day_offset` order (Sunday is 0).
+# Defined here, below the spec, because the partitions definition needs the order.
+Weekday = Literal["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
 MINUTE_FMT = "%Y-%m-%d-%H:%M"
 DATE_FMT = "%Y-%m-%d"
@@ -94,13 +101,6 @@ def _key_instant(key: str, tz: ZoneInfo) -> dt.datetime:
         offset = dt.datetime.strptime(key[16:], "%z").tzinfo
         return local.replace(tzinfo=offset).astimezone(tz)
     return local.replace(tzinfo=tz).astimezone(dt.timezone.utc).astimezone(tz)
-
-
-def windows_in_range(
-    pdef: dg.TimeWindowPartitionsDefinition, first: str, last: str
-) -> list[Window]:
-    keys = pdef.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
-    return [window_for(pdef, k) for k in keys]
 
 
 def latest_complete_keys(

@@ -4,7 +4,7 @@
 history, reports, alerts). It masks, by value:
 
 - every value of an environment variable a spec uses for a credential (connection URLs,
-  auth, headers and params; see `spec.CREDENTIAL_ENV`), whatever its length;
+  auth, headers and params; `CREDENTIAL_ENV`, filled as specs are parsed), whatever its length;
 - when such a value is itself a URL or DSN, its password-like parts alone (a client library
   may echo just the password, e.g. libpq's "invalid percent-encoded token");
 - by pattern, in any text: the password of `scheme://user:pw@`, `?password=`/`token=`/`key=`…
@@ -17,6 +17,7 @@ does not turn `tabcase` into `t***case`.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -52,17 +53,17 @@ class MissingSecret(Exception):
 
 def resolve(text: str, *, where: str) -> str:
     """Replace `${VAR}` with its value. `where` names the spec field for the error."""
+    return ENV_REF.sub(functools.partial(_env_value, where=where), text)
 
-    def sub(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1))
-        if value is None:
-            raise MissingSecret(f"{where}: environment variable {m.group(1)} is not set")
-        if m.group(1) in CREDENTIAL_ENV:
-            # Kept even if the variable changes later in this process.
-            _known_secrets.update(secret_parts(value))
-        return value
 
-    return ENV_REF.sub(sub, text)
+def _env_value(m: re.Match[str], *, where: str) -> str:
+    value = os.environ.get(m.group(1))
+    if value is None:
+        raise MissingSecret(f"{where}: environment variable {m.group(1)} is not set")
+    if m.group(1) in CREDENTIAL_ENV:
+        # Kept even if the variable changes later in this process.
+        _known_secrets.update(secret_parts(value))
+    return value
 
 
 _known_secrets: set[str] = set()

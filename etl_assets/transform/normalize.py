@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.sources.base import SourceDataError
+from etl_assets.core.errors import SourceDataError
+from etl_assets.spec import SchemaCheck, SourceBase
 
 NULL_TOKEN = "\\N"
 SEPARATOR = "\x1f"
@@ -81,7 +82,7 @@ def infer_type(series: pd.Series) -> str:
     return "string"
 
 
-def _cast(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
+def cast_column(series: pd.Series, type_: str, column: str, tz: str) -> pd.Series:
     present = series.notna()
     if type_ == "string":
         out = series.astype("string").str.strip()
@@ -271,23 +272,10 @@ def record_hashes(frame: pd.DataFrame, types: dict[str, str]) -> pd.Series:
     )
 
 
-def _record_hashes_reference(frame: pd.DataFrame, types: dict[str, str]) -> pd.Series:
-    """The plain pandas definition of `record_hash`; tests hold `record_hashes` to it."""
-    cols = [c for c in types if c in frame.columns]
-    if not len(frame):
-        return pd.Series([], index=frame.index, dtype="string")
-    joined = _canonical(frame[cols[0]], types[cols[0]])
-    for c in cols[1:]:
-        joined = joined.str.cat(_canonical(frame[c], types[c]), sep=SEPARATOR)
-    md5 = hashlib.md5
-    return pd.Series(
-        [md5(s.encode("utf-8")).hexdigest() for s in joined], index=frame.index, dtype="string"
-    )
-
-
-def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
+def normalize(frame: pd.DataFrame, source: SourceBase, tz: str) -> Normalized:
     raw_columns = {str(c): str(frame[c].dtype) for c in frame.columns}
     missing: list[str] = []
+    types: dict[str, str]
     if source.columns:
         missing = [c.source_name for c in source.columns if c.source_name not in frame.columns]
         if missing and not _blocking_schema_check(source):
@@ -307,7 +295,7 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
         raise SourceDataError(f"column {clash[0]!r} is reserved for load metadata; rename it")
 
     for col, type_ in types.items():
-        frame[col] = _cast(frame[col], type_, col, source.wall_clock_zone(col, tz))
+        frame[col] = cast_column(frame[col], type_, col, source.wall_clock_zone(col, tz))
 
     if source.columns:
         for c in source.columns:
@@ -340,5 +328,5 @@ def normalize(frame: pd.DataFrame, source: Any, tz: str) -> Normalized:
     return Normalized(frame, types, stats)
 
 
-def _blocking_schema_check(source: Any) -> bool:
-    return any(getattr(c, "type", None) == "schema" and c.severity == "error" for c in source.checks)
+def _blocking_schema_check(source: SourceBase) -> bool:
+    return any(isinstance(c, SchemaCheck) and c.severity == "error" for c in source.checks)

@@ -187,7 +187,8 @@ def test_gx_reads_only_the_columns_its_checks_name() -> None:
     """A wide frame is not copied whole for GX unless a check may read any column."""
     import pandas as pd
 
-    from etl_assets.quality import _gx_input, run_checks
+    from etl_assets.quality import run_checks
+    from etl_assets.quality.suite import gx_input as _gx_input
 
     frame = pd.DataFrame({
         "order_id": pd.array([1, 2, 2], dtype="Int64"),
