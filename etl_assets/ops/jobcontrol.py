@@ -10,7 +10,11 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlparse
 
-from dagster_graphql import DagsterGraphQLClient
+import requests
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+from gql.transport.exceptions import TransportConnectionFailed
+
+from etl_assets.core import tags as tag
 
 LOCATION = "etl_assets"
 REPOSITORY = "__repository__"
@@ -27,8 +31,6 @@ def client(url: str) -> DagsterGraphQLClient:
 
 
 def _gql(url: str, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 30) -> dict[str, Any]:
-    import requests
-
     try:
         response = requests.post(
             f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout
@@ -108,7 +110,7 @@ def schedule(url: str, pipeline: str) -> dict[str, Any]:
 
 
 def runs(url: str, pipeline: str, *, statuses: list[str] | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    flt: dict[str, Any] = {"tags": [{"key": "etl/pipeline", "value": pipeline}]}
+    flt: dict[str, Any] = {"tags": [{"key": tag.PIPELINE, "value": pipeline}]}
     if statuses:
         flt["statuses"] = statuses
     data = _gql(url, RUNS_QUERY, {"filter": flt, "limit": limit})["runsOrError"]
@@ -149,7 +151,7 @@ def job(url: str, p: str) -> dict[str, Any]:
 
 def run_job(url: str, pipeline: str, partition: str, *, tags: dict[str, str] | None = None) -> str:
     """Launch one partition; `tags` add to the run's (e.g. who started it)."""
-    return launch(url, pipeline, {"dagster/partition": partition, "etl/partition_lock": f"{pipeline}:{partition}",
+    return launch(url, pipeline, {"dagster/partition": partition, tag.PARTITION_LOCK: f"{pipeline}:{partition}",
                                   **(tags or {})}, what=partition)
 
 
@@ -161,18 +163,14 @@ def run_range(url: str, pipeline: str, first: str, last: str, *, tags: dict[str,
 
 
 def launch(url: str, pipeline: str, tags: dict[str, str], *, what: str) -> str:
-    from dagster_graphql import DagsterGraphQLClientError
-
     try:
         return client(url).submit_job_execution(
             f"{pipeline}_job",
             repository_location_name=LOCATION,
             repository_name=REPOSITORY,
-            tags={"etl/pipeline": pipeline, "etl/trigger": "manual", **tags},
+            tags={tag.PIPELINE: pipeline, tag.TRIGGER: "manual", **tags},
         )
     except DagsterGraphQLClientError as e:
-        from gql.transport.exceptions import TransportConnectionFailed
-
         if isinstance(e.__cause__, TransportConnectionFailed):
             raise JobControlError(not_answering(url)) from None
         raise JobControlError(f"{pipeline}: could not launch {what}: {e}") from None
@@ -209,7 +207,7 @@ def logs(url: str, pipeline: str, *, status: str | None, page: int, page_size: i
             "finished": _iso(r["endTime"]),
             "partition": next((t["value"] for t in r["tags"] if t["key"] == "dagster/partition"), None),
             "trigger": "schedule" if any(t["key"] == "dagster/schedule_name" for t in r["tags"]) else
-            next((t["value"] for t in r["tags"] if t["key"] == "etl/trigger"), "manual"),
+            next((t["value"] for t in r["tags"] if t["key"] == tag.TRIGGER), "manual"),
         }
         for r in rows[(page - 1) * page_size : page * page_size]
     ]
@@ -313,8 +311,6 @@ def in_flight(url: str, pipeline: str, status: str | None = None, limit: int = 1
 def server_info(url: str) -> dict[str, Any]:
     """What the webserver at `url` says about itself (its Dagster version); JobControlError when
     it does not answer, in one sentence."""
-    import requests
-
     try:
         response = requests.get(f"{url.rstrip('/')}/server_info", timeout=10)
         response.raise_for_status()

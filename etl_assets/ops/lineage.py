@@ -12,25 +12,63 @@ credential cannot reach them. A collector that is down or refuses an event is lo
 the run nor the sensor fails.
 """
 
+# No `from __future__ import annotations`: Dagster reads the sensor function's annotations at
+# definition time to tell its resource parameter from the context.
+
 import datetime as dt
 import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import (
+    InputDataset,
+    Job,
+    OutputDataset,
+    Run,
+    RunEvent,
+    RunState,
+    set_producer,
+)
+from openlineage.client.facet_v2 import (
+    DatasetFacet,
+    InputDatasetFacet,
+    OutputDatasetFacet,
+    documentation_job,
+    error_message_run,
+    input_statistics_input_dataset,
+    job_type_job,
+    nominal_time_run,
+    output_statistics_output_dataset,
+    processing_engine_run,
+    schema_dataset,
+)
+from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
 
+from etl_assets.core.outcome import RunOutcome, SourceOutcome
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.secrets import MissingSecret, redact, resolve
 from etl_assets.ops import history
-from etl_assets.spec import CsvSource, HttpSource, PipelineSpec, check_name
+from etl_assets.ops.lineage_naming import (
+    database_location,
+    file_dataset,
+    table_name,
+    url_dataset,
+    warehouse_location,
+)
+from etl_assets.spec import CsvSource, HttpSource, PipelineSpec, SourceSpec, check_name
 from etl_assets.warehouses.postgres import WarehouseResource
 
-if TYPE_CHECKING:
-    from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent
+# Re-exported: the naming spec's helpers were defined here, and tests read them from here.
+__all__ = [
+    "DEFAULT_JOB_NAMESPACE", "EVENT_TYPES", "SENSORS", "build_event", "build_lineage_sensors",
+    "configured", "database_location", "emit", "file_dataset", "input_datasets", "job_namespace",
+    "output_datasets", "producer", "run_facets", "table_name", "url_dataset", "warehouse_location",
+]
 
 log = logging.getLogger("etl_assets")
 _ENV_LOCK = threading.Lock()
@@ -48,18 +86,9 @@ EVENT_TYPES = {
     dg.DagsterRunStatus.FAILURE: "FAIL", dg.DagsterRunStatus.CANCELED: "ABORT",
 }
 DEFAULT_JOB_NAMESPACE = "etl-assets"
-# Database URL backends: (OpenLineage scheme, default port).
-_DATABASES = {
-    "postgresql": ("postgres", 5432), "postgres": ("postgres", 5432), "mysql": ("mysql", 3306),
-    "mariadb": ("mysql", 3306), "oracle": ("oracle", 1521), "mssql": ("sqlserver", 1433),
-}
-# Default schema of an unqualified table, where the engine has one.
-_DEFAULT_SCHEMA = {"postgres": "public", "sqlserver": "dbo"}
-
-
 def configured() -> bool:
     """Whether the OpenLineage client would find a transport: the URL, its settings variables
-    or an openlineage.yml, looked up in the client's own order without importing it."""
+    or an openlineage.yml, looked up in the client's own order without building a client."""
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return False
     if os.environ.get("OPENLINEAGE_URL") or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ):
@@ -76,69 +105,6 @@ def job_namespace() -> str:
     return os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_JOB_NAMESPACE
 
 
-# --- dataset names --------------------------------------------------------------------------
-
-
-def _host_port(host: str | None, port: int | None) -> str:
-    host = host or "localhost"
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port}" if port else host
-
-
-def database_location(url: str) -> tuple[str, str]:
-    """(namespace, database) of a database URL, from its scheme, host and port only."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        return "file", u.database or ""
-    scheme, port = _DATABASES.get(backend, (backend, None))
-    database = u.database or str(u.query.get("service_name") or "")
-    return f"{scheme}://{_host_port(u.host, u.port or port)}", database
-
-
-def table_name(namespace: str, database: str, table: str) -> str:
-    """`database.schema.table` (MySQL: `database.table`), as the naming spec spells it."""
-    if namespace == "file":  # SQLite: the table inside the database file
-        return f"{database}/{table}"
-    scheme = namespace.split("://", 1)[0]
-    if scheme == "mysql":
-        return table if "." in table else f"{database}.{table}"
-    if "." not in table and scheme in _DEFAULT_SCHEMA:
-        table = f"{_DEFAULT_SCHEMA[scheme]}.{table}"
-    return f"{database}.{table}" if database else table
-
-
-def url_dataset(url: str) -> tuple[str, str]:
-    """An API endpoint: `scheme://host:port` and its path; no userinfo, query or fragment."""
-    split = urlsplit(url)
-    port = split.port or {"http": 80, "https": 443}.get(split.scheme)
-    return f"{split.scheme}://{_host_port(split.hostname, port)}", split.path or "/"
-
-
-def file_dataset(pattern: str, path: str) -> tuple[str, str]:
-    """A file a CSV glob matched: `file` and its path, or `s3://bucket` and its key."""
-    split = urlsplit(pattern)
-    if split.scheme in ("", "file", "local") or len(split.scheme) == 1:  # `C:` is a drive
-        return "file", path
-    host = split.hostname or ""
-    name = path.removeprefix(host).lstrip("/") if host and path.startswith(host) else path.lstrip("/")
-    return f"{split.scheme}://{_host_port(host, split.port) if host else ''}", name
-
-
-def warehouse_location(spec: PipelineSpec, default_url: str) -> tuple[str, str]:
-    """(namespace, database) of where the pipeline loads."""
-    wh = spec.warehouse
-    url = resolve(wh.url, where="warehouse.url") if wh and wh.url else default_url
-    if wh is not None and wh.kind == "clickhouse":
-        split = urlsplit(url)
-        if split.scheme == "chdb":
-            return "file", split.path
-        return f"clickhouse://{_host_port(split.hostname, split.port or 8123)}", ""
-    return database_location(url)
-
-
 # --- facets from what the run recorded ------------------------------------------------------
 
 
@@ -149,9 +115,7 @@ def _latest(instance: dg.DagsterInstance, key: list[str]) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
 
 
-def _schema(fields: list[tuple[str, str]]) -> dict[str, Any]:
-    from openlineage.client.facet_v2 import schema_dataset
-
+def _schema(fields: list[tuple[str, str]]) -> dict[str, DatasetFacet]:
     if not fields:
         return {}
     return {"schema": schema_dataset.SchemaDatasetFacet(
@@ -159,25 +123,28 @@ def _schema(fields: list[tuple[str, str]]) -> dict[str, Any]:
     )}
 
 
-def source_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any) -> list[tuple[str, str]]:
+def source_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: SourceSpec) -> list[tuple[str, str]]:
     """The source's columns as it names them: declared types, else the types last read."""
     if source.columns:
         return [(c.source_name, c.type) for c in source.columns]
     stats = _latest(instance, [spec.name, "normalized", source.name]).get("normalize_stats") or {}
-    raw = next(iter(stats.values()), {}).get("raw_columns") or {}
+    first: dict[str, Any] = next(iter(stats.values()), {})
+    raw = first.get("raw_columns") or {}
     return [(str(n), str(t)) for n, t in raw.items()]
 
 
-def target_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any) -> list[tuple[str, str]]:
+def target_fields(instance: dg.DagsterInstance, spec: PipelineSpec, source: SourceSpec) -> list[tuple[str, str]]:
     """The warehouse table's columns as the newest load wrote them."""
     table = _latest(instance, [spec.name, "loaded", source.name]).get("dagster/column_schema")
     return [(c.name, c.type) for c in table.columns] if table is not None else []
 
 
-def assertions(source: Any, outcome: history.SourceOutcome | None) -> dict[str, Any]:
-    """One assertion per check, failed if it failed in any of the run's partitions."""
-    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
+def assertions(source: SourceSpec, outcome: SourceOutcome | None) -> dict[str, Any]:
+    """One assertion per check, failed if it failed in any of the run's partitions.
 
+    Any: the facet goes among the output's dataset facets, which openlineage's types (it
+    declares an input facet) do not allow for.
+    """
     checks = {check_name(c): c for c in source.checks}
     passed: dict[str, bool] = {}
     for c in outcome.checks if outcome else []:
@@ -195,7 +162,7 @@ def assertions(source: Any, outcome: history.SourceOutcome | None) -> dict[str, 
 # --- datasets -------------------------------------------------------------------------------
 
 
-def _source_locations(spec: PipelineSpec, source: Any, outcome: history.SourceOutcome | None) -> Iterator[tuple[str, str, int | None, int | None]]:
+def _source_locations(spec: PipelineSpec, source: SourceSpec, outcome: SourceOutcome | None) -> Iterator[tuple[str, str, int | None, int | None]]:
     """(namespace, name, rows, bytes) of what a source reads."""
     where = f"{spec.name}.sources.{source.name}"
     if isinstance(source, CsvSource):
@@ -215,11 +182,9 @@ def _source_locations(spec: PipelineSpec, source: Any, outcome: history.SourceOu
 
 
 def input_datasets(
-    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: history.RunOutcome | None, logger: Any
-) -> list["InputDataset"]:
-    from openlineage.client.event_v2 import InputDataset
-    from openlineage.client.facet_v2 import input_statistics_input_dataset as stats
-
+    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: RunOutcome | None, logger: Any
+) -> list[InputDataset]:
+    stats = input_statistics_input_dataset
     datasets = []
     for source in spec.sources:
         s_outcome = outcome.sources.get(source.name) if outcome else None
@@ -230,7 +195,7 @@ def input_datasets(
             continue
         fields = source_fields(instance, spec, source) if locations else []
         for namespace, name, rows, size in locations:
-            input_facets = {}
+            input_facets: dict[str, InputDatasetFacet] = {}
             if rows is not None:
                 input_facets["inputStatistics"] = stats.InputStatisticsInputDatasetFacet(rowCount=rows, size=size)
             datasets.append(InputDataset(
@@ -240,16 +205,14 @@ def input_datasets(
 
 
 def output_datasets(
-    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: history.RunOutcome | None, warehouse_url: str
-) -> list["OutputDataset"]:
-    from openlineage.client.event_v2 import OutputDataset
-    from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
-
+    instance: dg.DagsterInstance, spec: PipelineSpec, outcome: RunOutcome | None, warehouse_url: str
+) -> list[OutputDataset]:
+    stats = output_statistics_output_dataset
     namespace, database = warehouse_location(spec, warehouse_url)
     datasets = []
     for source in spec.sources:
         s_outcome = outcome.sources.get(source.name) if outcome else None
-        output_facets = {}
+        output_facets: dict[str, OutputDatasetFacet] = {}
         if s_outcome is not None and s_outcome.inserted is not None:
             written = (s_outcome.inserted or 0) + (s_outcome.updated or 0)
             output_facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=written)
@@ -281,13 +244,7 @@ def producer() -> str:
     return f"https://pypi.org/project/etl-assets/{_version()}/"
 
 
-def run_facets(run: dg.DagsterRun, spec: PipelineSpec, outcome: history.RunOutcome | None, event_type: str) -> dict[str, Any]:
-    from openlineage.client.facet_v2 import (
-        error_message_run,
-        nominal_time_run,
-        processing_engine_run,
-    )
-
+def run_facets(run: dg.DagsterRun, spec: PipelineSpec, outcome: RunOutcome | None, event_type: str) -> dict[str, Any]:
     facets: dict[str, Any] = {
         "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
             version=dg.__version__, name="Dagster", openlineageAdapterVersion=_version()
@@ -312,11 +269,8 @@ def run_facets(run: dg.DagsterRun, spec: PipelineSpec, outcome: history.RunOutco
 def build_event(
     instance: dg.DagsterInstance, run: dg.DagsterRun, spec: PipelineSpec, status: dg.DagsterRunStatus,
     *, warehouse_url: str, logger: Any = None,
-) -> "RunEvent":
+) -> RunEvent:
     """The OpenLineage event for `run` reaching `status`, from its event log."""
-    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState, set_producer
-    from openlineage.client.facet_v2 import documentation_job, job_type_job
-
     set_producer(producer())  # the facets built below name this project as their producer
     event_type = EVENT_TYPES[status]
     outcome = None if event_type == "START" else history.build_outcome(instance, run.run_id, spec)
@@ -338,7 +292,7 @@ def build_event(
     )
 
 
-def _client(factory: Any) -> Any:
+def _client(factory: Callable[[], OpenLineageClient]) -> OpenLineageClient:
     """A client configured as its documentation says, leaving the environment as it was.
 
     Building one copies OPENLINEAGE_URL into `OPENLINEAGE__TRANSPORT__…` variables of the
@@ -365,8 +319,6 @@ def emit(
         return False
     event_type = EVENT_TYPES[status]
     try:
-        from openlineage.client import OpenLineageClient
-
         event = build_event(instance, run, spec, status, warehouse_url=warehouse_url, logger=logger)
         client = _client(OpenLineageClient)
         try:
@@ -389,7 +341,7 @@ def build_lineage_sensors(specs: list[PipelineSpec]) -> list[dg.SensorDefinition
         return []
     by_name = {s.name: s for s in specs}
 
-    def sensor_fn(status: dg.DagsterRunStatus) -> Any:
+    def sensor_fn(status: dg.DagsterRunStatus) -> Callable[[dg.RunStatusSensorContext, WarehouseResource], None]:
         def fn(context: dg.RunStatusSensorContext, warehouse: WarehouseResource) -> None:
             run = context.dagster_run
             spec = by_name.get(history.pipeline_of(run, context.instance) or "")

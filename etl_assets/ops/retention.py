@@ -15,6 +15,7 @@ import dagster as dg
 import psycopg
 from upath import UPath
 
+from etl_assets.core import tags as tag
 from etl_assets.core.settings import storage_dir as default_storage_dir
 from etl_assets.ops import history
 from etl_assets.spec import PipelineSpec
@@ -159,7 +160,7 @@ def build_retention(specs: list[PipelineSpec]) -> tuple[Any, Any]:
             context.log.info(f"pruned {item.kind} {item.pipeline} {item.what} ({item.age_days:.0f} days old)")
         context.log.info(f"retention: {len(removed)} item(s) pruned")
 
-    @dg.job(name="etl_retention_job", description="Retention: prune what is past its age.", tags={"etl/trigger": "retention"})
+    @dg.job(name="etl_retention_job", description="Retention: prune what is past its age.", tags={tag.TRIGGER: "retention"})
     def retention_job() -> None:
         prune_expired()
 

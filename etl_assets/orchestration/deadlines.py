@@ -19,7 +19,7 @@ import psycopg
 
 from etl_assets.core.partitions import Window, latest_complete_keys, partitions_def, window_for
 from etl_assets.ops import history, notify
-from etl_assets.orchestration.schedules import _in_flight, _materialized
+from etl_assets.orchestration.schedules import in_flight, materialized_partitions
 from etl_assets.spec import PipelineSpec
 
 SENSOR_NAME = "etl_deadline_sensor"
@@ -28,7 +28,9 @@ UTC = dt.timezone.utc
 
 def _occurrence(spec: PipelineSpec, date: dt.date) -> dt.datetime | None:
     """`deadline.at` on `date` as an instant, or None when `date` is not its weekday."""
-    day, at = spec.deadline.local_time  # type: ignore[union-attr, misc]
+    local = spec.deadline.local_time if spec.deadline else None
+    assert local is not None, "only a deadline with `at` has a local time"
+    day, at = local
     if day is not None and date.weekday() != day:
         return None
     # A local time skipped by spring-forward reads with the offset before the jump (an hour later).
@@ -85,7 +87,7 @@ def _last_run(conn: psycopg.Connection, pipeline: str, key: str) -> tuple[str, s
 
 def state_of(instance: dg.DagsterInstance, conn: psycopg.Connection, spec: PipelineSpec, key: str) -> tuple[str, str]:
     """(state, one sentence) of a partition that is not loaded."""
-    if _in_flight(instance, spec, [key]):
+    if in_flight(instance, spec, [key]):
         return "running", "a run covering it is still queued or running."
     last = _last_run(conn, spec.name, key)
     if last is None or last[1] == "success":
@@ -140,7 +142,7 @@ def alert_deadlines(
             if spec.deadline is None:
                 continue
             since = dt.datetime.fromisoformat(cursor[spec.name]) if spec.name in cursor else None
-            loaded = _materialized(instance, spec)
+            loaded = materialized_partitions(instance, spec)
             all_sent = True
             for key, deadline in due(spec, now, since):
                 if key in loaded:
@@ -186,12 +188,10 @@ def build_deadline_sensors(
     specs: Sequence[PipelineSpec], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC)
 ) -> list[dg.SensorDefinition]:
     """`etl_deadline_sensor` when some pipeline has a deadline; `clock` is its notion of now."""
-    from etl_assets.orchestration.sensors import notifier_resources
-
     watched = [s for s in specs if s.deadline is not None]
     if not watched:
         return []
-    channels = set(notifier_resources(watched))
+    channels = set(notify.notifier_resources(watched))
 
     @dg.sensor(
         name=SENSOR_NAME,

@@ -51,9 +51,7 @@ def alert_failed_ticks(
 
 def build_tick_sensor(specs: Sequence[PipelineSpec]) -> dg.SensorDefinition:
     """`etl_tick_failure_sensor`, sending through the Slack and email resources that exist."""
-    from etl_assets.orchestration.sensors import notifier_resources
-
-    keys = set(notifier_resources(list(specs)))
+    keys = set(notify.notifier_resources(list(specs)))
 
     @dg.sensor(
         name=SENSOR_NAME,

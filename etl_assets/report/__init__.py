@@ -1,30 +1,32 @@
 """The per-partition report: KPI tables and a chart, per-source counts and check outcomes.
 
 Rendered from Jinja2 templates to HTML and Markdown files, and to Markdown for the UI. Charts
-are PNGs embedded as data URLs, so a report is one self-contained file.
+(`report.charts`) are PNGs embedded as data URLs, so a report is one self-contained file.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
-import numpy as np
 import pandas as pd
 from babel.dates import get_timezone_location
 from upath import UPath
 
 from etl_assets.core.partitions import Window
+from etl_assets.io.preview import format_cell as fmt
+from etl_assets.io.preview import markdown_table, numeric_columns
+from etl_assets.report.charts import chart_png, trend_png
+from etl_assets.report.charts import kpi_figure as kpi_figure  # re-exported
+from etl_assets.report.charts import trend_figure as trend_figure  # re-exported
 from etl_assets.spec import KpiSpec, PipelineSpec, check_name
+from etl_assets.warehouses.postgres import failures_table
 
-_env = jinja2.Environment(
+templates = jinja2.Environment(
     loader=jinja2.PackageLoader("etl_assets", "templates"),
     autoescape=jinja2.select_autoescape(["html.j2"]),
     trim_blocks=False,
@@ -68,127 +70,19 @@ class RenderedReport:
     html_path: str
 
 
-def _figure(height: float) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6.4, height), dpi=100)
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _from_zero(ax: Any) -> None:
-    """Bars and lines measured from zero: a truncated axis makes a 5% change look like 50%."""
-    ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
-    ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:,.0f}")
-
-
-def kpi_figure(frame: pd.DataFrame, kpi: KpiSpec) -> Any:
-    fig, ax = _figure(3.2)
-    x = frame[kpi.chart.x].astype(str)
-    y = pd.to_numeric(frame[kpi.chart.y], errors="coerce").astype(float)
-    if kpi.chart.type == "line":
-        ax.plot(x, y, marker="o", color="#3b82f6")
-    else:
-        ax.bar(x, y, color="#3b82f6")
-    ax.set_title(kpi.title or kpi.name)
-    ax.set_ylabel(kpi.chart.y)
-    ax.tick_params(axis="x", labelrotation=30)
-    _from_zero(ax)
-    return fig
-
-
-def chart_png(frame: pd.DataFrame, kpi: KpiSpec) -> str | None:
-    if kpi.chart is None or frame.empty:
-        return None
-    return _png(kpi_figure(frame, kpi))
-
-
-def trend_figure(trend: dict[str, list[tuple[str, int]]]) -> Any:
-    """Rows per partition of every source: a source with nothing loaded shows as a flat zero."""
-    fig, ax = _figure(2.6)
-    keys = sorted({p for points in trend.values() for p, _ in points})
-    for name, points in trend.items():
-        counts = dict(points)
-        ax.plot(keys, [counts.get(k, 0) for k in keys], marker="o", label=name)
-    ax.set_title("Rows per partition")
-    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    ax.legend(fontsize=7)
-    _from_zero(ax)
-    return fig
-
-
-def trend_png(trend: dict[str, list[tuple[str, int]]]) -> str | None:
-    """Rows per partition for each source over the last partitions: a break shows at a glance."""
-    if not any(trend.values()):
-        return None
-    return _png(trend_figure(trend))
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float, Decimal, np.number)) and not isinstance(v, (bool, np.bool_))
-
-
-def _fmt(v: Any) -> str:
-    """A cell as a reader expects it: thousands separated, two decimals for fractional numbers."""
-    if v is None or (not isinstance(v, (str, dict, list, tuple)) and pd.isna(v)):
-        return ""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):,.2f}"
-    if isinstance(v, Decimal):
-        return f"{v:,.2f}" if v == v.quantize(Decimal("0.01")) else f"{v:,f}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(_fmt, v))
-    if hasattr(v, "isoformat"):
-        return v.isoformat(sep=" ") if isinstance(v, dt.datetime) else v.isoformat()
-    return str(v)
-
-
-def _numeric_columns(frame: pd.DataFrame) -> list[bool]:
-    return [
-        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-        or (frame[c].notna().any() and frame[c].dropna().map(_number).all())
-        for c in frame.columns
-    ]
-
-
 _NUM = ' class="num"'
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_No rows._"
-    numeric = _numeric_columns(frame)
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    sep = "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"
-    rows = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |" for r in frame.itertuples(index=False)]
-    return "\n".join([head, sep, *rows])
 
 
 def html_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "<p><em>No rows.</em></p>"
-    numeric = _numeric_columns(frame)
+    numeric = numeric_columns(frame)
     head = "".join(
         f'<th{_NUM if n else ""}>{html.escape(str(c))}</th>' for c, n in zip(frame.columns, numeric)
     )
     rows = "".join(
         "<tr>" + "".join(
-            f'<td{_NUM if n else ""}>{html.escape(_fmt(v))}</td>' for v, n in zip(r, numeric)
+            f'<td{_NUM if n else ""}>{html.escape(fmt(v))}</td>' for v, n in zip(r, numeric)
         ) + "</tr>"
         for r in frame.itertuples(index=False)
     )
@@ -243,7 +137,7 @@ def generated_words(spec: PipelineSpec, at: dt.datetime) -> str:
 def _totals(frame: pd.DataFrame) -> dict[str, Any]:
     """The sum of each numeric column, identifiers aside."""
     out: dict[str, Any] = {}
-    for c, numeric in zip(frame.columns, _numeric_columns(frame)):
+    for c, numeric in zip(frame.columns, numeric_columns(frame)):
         if numeric and not str(c).lower().endswith("id"):
             out[str(c)] = frame[c].dropna().sum()
     return out
@@ -268,8 +162,8 @@ def headline(
         if k.name == kpi.name:
             before = _totals(df)
     return [
-        {"name": name.replace("_", " ").capitalize(), "now": _fmt(value),
-         "before": _fmt(before.get(name)) if previous is not None else "",
+        {"name": name.replace("_", " ").capitalize(), "now": fmt(value),
+         "before": fmt(before.get(name)) if previous is not None else "",
          "change": _change(value, before.get(name)) if previous is not None else ""}
         for name, value in _totals(frame).items()
     ]
@@ -277,7 +171,7 @@ def headline(
 
 def samples_text(samples: list[Any]) -> str:
     """Sample values as values: a compound key reads `(customer_id=3, product_sku=SKU-0001)`."""
-    return ", ".join(f"({_fmt(v)})" if isinstance(v, dict) else _fmt(v) for v in samples or [])
+    return ", ".join(f"({fmt(v)})" if isinstance(v, dict) else fmt(v) for v in samples or [])
 
 
 def result_word(check: dict[str, Any]) -> str:
@@ -287,7 +181,7 @@ def result_word(check: dict[str, Any]) -> str:
 def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check outcomes as the report shows them."""
     return [
-        {**c, "result": result_word(c), "unexpected": _fmt(c.get("unexpected_count")),
+        {**c, "result": result_word(c), "unexpected": fmt(c.get("unexpected_count")),
          "samples_text": samples_text(c.get("samples") or [])}
         for c in checks
     ]
@@ -295,32 +189,30 @@ def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def contracts_context(spec: PipelineSpec, partition: str, sources: list[SourceSummary]) -> dict[str, list[dict[str, Any]]]:
     """Graded checks with their thresholds and outcome, drift, scd2 versions, stored failures."""
-    from etl_assets.warehouses.postgres import failures_table
-
     declared = {(src.name, check_name(c)): c for src in spec.sources for c in src.checks}
     graded, drift, versions, failures = [], [], [], []
     for s in sources:
         for c in s.checks:
-            d = declared.get((s.name, c.get("name")))
+            d = declared.get((s.name, c.get("name", "")))
             if d is not None and d.graded:
                 graded.append({
                     "source": s.name, "check": c["name"], "warn_if": d.warn_if or "—", "error_if": d.error_if or "—",
-                    "outcome": result_word(c), "threshold": c.get("threshold") or "none", "failing": _fmt(c.get("unexpected_count")),
+                    "outcome": result_word(c), "threshold": c.get("threshold") or "none", "failing": fmt(c.get("unexpected_count")),
                 })
         drift += [{"source": s.name, "partition": partition, **{k: e.get(k) or "—" for k in ("column", "change", "before", "after")}}
                   for e in s.drift]
         src = next((x for x in spec.sources if x.name == s.name), None)
         if src is not None and src.load.strategy == "scd2" and s.versions_opened is not None:
-            versions.append({"source": s.name, "partition": partition, "opened": _fmt(s.versions_opened),
-                             "closed": _fmt(s.versions_closed)})
+            versions.append({"source": s.name, "partition": partition, "opened": fmt(s.versions_opened),
+                             "closed": fmt(s.versions_closed)})
         if s.failures_stored is not None and src is not None and any(c.store_failures for c in src.checks):
-            failures.append({"source": s.name, "table": failures_table(spec.target(src)), "rows": _fmt(s.failures_stored)})
+            failures.append({"source": s.name, "table": failures_table(spec.target(src)), "rows": fmt(s.failures_stored)})
     return {"graded": graded, "drift": drift, "versions": versions, "failures": failures}
 
 
 def _source_row(s: SourceSummary) -> dict[str, Any]:
     counts = ("rows_extracted", "inserted", "updated", "unchanged", "deleted", "quarantined")
-    return {**s.__dict__, **{k: _fmt(getattr(s, k)) for k in counts}, "checks": check_rows(s.checks)}
+    return {**s.__dict__, **{k: fmt(getattr(s, k)) for k in counts}, "checks": check_rows(s.checks)}
 
 
 def page_context(
@@ -371,8 +263,8 @@ def render(
         "sources": [_source_row(s) for s in sources],
         "contracts": contracts_context(spec, window.key, sources),
     }
-    md = _env.get_template("report.md.j2").render(**context)
-    page = _env.get_template("report.html.j2").render(**context)
+    md = templates.get_template("report.md.j2").render(**context)
+    page = templates.get_template("report.html.j2").render(**context)
     return md, page
 
 

@@ -4,43 +4,28 @@ KPIs from the warehouse; also the PARTIAL/FAILED report the run-finished handler
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from etl_assets import quality
 from etl_assets import report as report_mod
 from etl_assets.core.keys import asset_key
+from etl_assets.core.outcome import RunOutcome, SourceOutcome, as_outcome
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.core.settings import storage_dir, webserver_url
+from etl_assets.io.contract import latest_metadata
 from etl_assets.report import SourceSummary
 from etl_assets.report.causes import check_cause
 from etl_assets.report.range import render_range
-from etl_assets.spec import PipelineSpec
+from etl_assets.spec import KpiSpec, PipelineSpec, SourceSpec, check_name
+from etl_assets.warehouses.base import BaseWarehouse
 from etl_assets.warehouses.postgres import open_warehouse
 
 
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any]:
-    """Metadata of the newest materialization of `key` for `partition`, as plain values."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    )
-    if not result.records:
-        return {}
-    mat = result.records[0].asset_materialization
-    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
-
-
-def loaded_in_run(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, run_id: str) -> bool:
-    """Whether run `run_id` materialized `key` for `partition` (its newest materialization)."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    )
-    return bool(result.records) and result.records[0].run_id == run_id
-
-
-def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any, k: str) -> SourceSummary:
+def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: SourceSpec, k: str) -> SourceSummary:
+    """What `source` loaded for partition `k`, from the newest materialization of each layer."""
     raw = latest_metadata(instance, asset_key(spec.name, "raw", source.name), k)
     val = latest_metadata(instance, asset_key(spec.name, "validated", source.name), k)
     load = latest_metadata(instance, asset_key(spec.name, "loaded", source.name), k)
@@ -63,7 +48,8 @@ def source_summary(instance: dg.DagsterInstance, spec: PipelineSpec, source: Any
 
 
 def row_trend(
-    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, key: str, last: int = 12
+    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: dg.TimeWindowPartitionsDefinition, key: str,
+    last: int = 12,
 ) -> dict[str, list[tuple[str, int]]]:
     """Rows each source loaded for each of the last `last` partitions up to `key`, full sources
     included, from the newest materialization of each partition."""
@@ -79,7 +65,7 @@ def row_trend(
         for r in records:  # newest first: the first one seen for a partition is its latest
             k = r.partition_key
             mat = r.asset_materialization
-            if k in counts or mat is None or "counts_by_partition" not in mat.metadata:
+            if k is None or k in counts or mat is None or "counts_by_partition" not in mat.metadata:
                 continue
             c = (getattr(mat.metadata["counts_by_partition"], "value", {}) or {}).get(k) or {}
             counts[k] = sum(int(c.get(f) or 0) for f in ("inserted", "updated", "unchanged"))
@@ -92,7 +78,9 @@ def warehouse_kind(spec: PipelineSpec) -> str:
     return spec.warehouse.kind if spec.warehouse else "postgres"
 
 
-def kpi_frames(wh: Any, spec: PipelineSpec, start: Any, end: Any, *, strict: bool = True) -> list[tuple[Any, pd.DataFrame]]:
+def kpi_frames(
+    wh: BaseWarehouse, spec: PipelineSpec, start: dt.datetime, end: dt.datetime, *, strict: bool = True
+) -> list[tuple[KpiSpec, pd.DataFrame]]:
     """Each KPI over [start, end); `strict=False` leaves out a KPI that fails, so a failure
     report still renders."""
     out = []
@@ -114,7 +102,8 @@ def report_run(run_id: str) -> report_mod.ReportRun:
 
 
 def render_partition(
-    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: Any, wh: Any, k: str, run: report_mod.ReportRun,
+    instance: dg.DagsterInstance, spec: PipelineSpec, pdef: dg.TimeWindowPartitionsDefinition, wh: BaseWarehouse,
+    k: str, run: report_mod.ReportRun,
     summaries: list[SourceSummary], *, status: str = "success", status_reason: str = "", strict: bool = True,
 ) -> tuple[str, report_mod.RenderedReport]:
     """Render and write partition `k`'s report, its KPIs against the previous partition's."""
@@ -134,7 +123,7 @@ def render_partition(
 
 
 def render_range_report(
-    instance: dg.DagsterInstance, spec: PipelineSpec, wh: Any, keys: list[str], run: report_mod.ReportRun
+    instance: dg.DagsterInstance, spec: PipelineSpec, wh: BaseWarehouse, keys: list[str], run: report_mod.ReportRun
 ) -> report_mod.RenderedReport:
     """One report over `keys` (consecutive partitions), written as `<first>_<last>`."""
     pdef = partitions_def(spec)
@@ -145,49 +134,53 @@ def render_range_report(
     return report_mod.write(storage_dir(), spec.name, f"{keys[0]}_{keys[-1]}", md, page)
 
 
-def _failure_reason(spec: PipelineSpec, record: dict[str, Any]) -> str:
+def _failure_reason(spec: PipelineSpec, outcome: RunOutcome) -> str:
     """Each failed source with the check or step that failed it and why, in full."""
-    declared = {(s.name, quality.check_name(c)): c for s in spec.sources for c in s.checks}
+    declared = {(s.name, check_name(c)): c for s in spec.sources for c in s.checks}
     parts = []
-    for name, s in record["sources"].items():
-        if s["status"] == "success":
+    for name, s in outcome.sources.items():
+        if s.status == "success":
             continue
-        blocking = [c for c in s.get("checks") or [] if not c.get("passed") and c.get("severity") == "error"]
+        blocking = [c for c in s.checks or [] if not c.get("passed") and c.get("severity") == "error"]
         for c in blocking:
             where = f" in {c['partition']}" if c.get("partition") else ""
             parts.append(f"{name}: blocking check {c['name']} failed{where}: {check_cause(c, declared.get((name, c['name'])))}")
         if not blocking:
-            parts.append(f"{name} {s['status']}" + (f": {s['error']}" if s.get("error") else ""))
-    return "; ".join(parts) or (record.get("error_summary") or "the run failed")
+            parts.append(f"{name} {s.status}" + (f": {s.error}" if s.error else ""))
+    return "; ".join(parts) or (outcome.error_summary or "the run failed")
+
+
+def _failed_summary(name: str, o: SourceOutcome, k: str) -> SourceSummary:
+    """A failed source in partition `k`'s report: its status, error and that partition's checks."""
+    checks = [c for c in o.checks or [] if c.get("partition") in (k, None)]
+    return SourceSummary(name=name, status=o.status, error=o.error, checks=checks)
 
 
 def render_status_report(
-    instance: dg.DagsterInstance, spec: PipelineSpec, record: dict[str, Any], warehouse_url: str
+    instance: dg.DagsterInstance, spec: PipelineSpec, run: RunOutcome | Mapping[str, Any], warehouse_url: str
 ) -> str | None:
     """The report of a run that did not finish cleanly, marked PARTIAL or FAILED at the top.
 
     The `report` asset never runs after an upstream failure, so the run-finished handler
     renders this one; it names each failing check or step and its cause, and still lists the
-    failed sources' checks. `warehouse_url` is the PostgreSQL warehouse; a pipeline with its
-    own `warehouse:` block reads its KPIs there.
+    failed sources' checks. `run` is the run's outcome (or its record). `warehouse_url` is the
+    PostgreSQL warehouse; a pipeline with its own `warehouse:` block reads its KPIs there.
     """
+    outcome = as_outcome(run)
     pdef = partitions_def(spec)
-    failed = {n: s for n, s in record["sources"].items() if s["status"] != "success"}
-    reason = _failure_reason(spec, record)
+    failed = {n: s for n, s in outcome.sources.items() if s.status != "success"}
+    reason = _failure_reason(spec, outcome)
     wh = open_warehouse(spec.warehouse, warehouse_url)
-    run = report_mod.ReportRun(dt.datetime.now(dt.timezone.utc), record.get("run_id"), record.get("run_url"))
+    page_run = report_mod.ReportRun(dt.datetime.now(dt.timezone.utc), outcome.run_id, outcome.run_url)
     path = None
-    for k in record["partitions"]:
-        summaries = []
-        for s in spec.sources:
-            if s.name in failed:
-                f = failed[s.name]
-                checks = [c for c in f.get("checks") or [] if c.get("partition") in (k, None)]
-                summaries.append(SourceSummary(name=s.name, status=f["status"], error=f.get("error"), checks=checks))
-            else:
-                summaries.append(source_summary(instance, spec, s, k))
+    for k in outcome.partitions:
+        summaries = [
+            _failed_summary(s.name, failed[s.name], k) if s.name in failed else source_summary(instance, spec, s, k)
+            for s in spec.sources
+        ]
         _, written = render_partition(
-            instance, spec, pdef, wh, k, run, summaries, status=record["status"], status_reason=reason, strict=False
+            instance, spec, pdef, wh, k, page_run, summaries, status=outcome.status, status_reason=reason,
+            strict=False,
         )
         path = written.html_path
     return path

@@ -17,12 +17,12 @@ from etl_assets.core.partitions import Window
 from etl_assets.report import (
     ReportRun,
     SourceSummary,
-    _env,
-    _fmt,
+    fmt,
     page_context,
     range_words,
     result_word,
     samples_text,
+    templates,
     window_words,
 )
 from etl_assets.spec import KpiSpec, PipelineSpec
@@ -37,7 +37,7 @@ def rows_table(spec: PipelineSpec, windows: list[Window], per_partition: dict[st
         for source in spec.sources:
             s = loaded.get(source.name)
             counts = [getattr(s, f) for f in ("inserted", "updated", "unchanged")] if s else []
-            cells.append(_fmt(sum(c for c in counts if c is not None)) if any(c is not None for c in counts) else "")
+            cells.append(fmt(sum(c for c in counts if c is not None)) if any(c is not None for c in counts) else "")
         table.append(cells)
     return table
 
@@ -70,8 +70,8 @@ def rolled_up_checks(spec: PipelineSpec, per_partition: dict[str, list[SourceSum
             **agg,
             "result": result_word(agg),
             "failing_text": f"{agg['failing']} of {agg['partitions']}",
-            "rows_text": _fmt(agg["rows"]),
-            "distinct_text": ("≥" if agg["truncated"] else "") + _fmt(distinct) if distinct else "",
+            "rows_text": fmt(agg["rows"]),
+            "distinct_text": ("≥" if agg["truncated"] else "") + fmt(distinct) if distinct else "",
             "samples_text": samples_text(sorted(agg["values"].values(), key=str)[: quality.SAMPLE_SIZE]),
         })
     return rows
@@ -94,6 +94,6 @@ def render_range(
         "rows": rows_table(spec, windows, per_partition),
         "checks": rolled_up_checks(spec, per_partition),
     }
-    md = _env.get_template("report_range.md.j2").render(**context)
-    page = _env.get_template("report_range.html.j2").render(**context)
+    md = templates.get_template("report_range.md.j2").render(**context)
+    page = templates.get_template("report_range.html.j2").render(**context)
     return md, page

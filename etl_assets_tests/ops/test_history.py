@@ -13,7 +13,7 @@ import pytest
 from etl_assets.definitions import build_defs
 from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.warehouses.postgres import WarehouseResource
-from etl_assets_tests.helpers import create_orders, make_spec, ny, orders_rows, query
+from etl_assets_tests.helpers import create_orders, make_spec, ny, orders_rows, query, run_assets
 
 
 @pytest.fixture

@@ -27,15 +27,7 @@ from etl_assets.ops.notify import (
 )
 from etl_assets.spec import NotifySpec, SpecError, parse_pipeline
 from etl_assets_tests.helpers import create_orders, make_spec
-from etl_assets_tests.stubs import (  # noqa: F401 (fixtures)
-    SlackStub,
-    SmtpServer,
-    free_port,
-    make_tls_files,
-    slack_stub,
-    smtp_server,
-    smtp_stub,
-)
+from etl_assets_tests.stubs import SlackStub, SmtpServer, free_port, make_tls_files, smtp_server
 
 TOKEN = "xoxb-test-7f3a9c1e5b2d"
 PASSWORD = "smtp-pw<Q9v&x27Lk"  # HTML-special on purpose

@@ -14,8 +14,8 @@ import pytest
 from etl_assets.dagster_internal import run_scheduler_iteration
 from etl_assets.definitions import build_defs
 from etl_assets.ops.notify import EmailNotifier, SlackNotifier
-from etl_assets.orchestration.tick_alerts import alert_failed_ticks, build_tick_sensor
 from etl_assets.orchestration.sensors import handle_run_finished
+from etl_assets.orchestration.tick_alerts import alert_failed_ticks, build_tick_sensor
 from etl_assets.spec import PipelineSpec
 from etl_assets_tests.helpers import create_orders, make_spec
 from etl_assets_tests.stubs import SlackStub, SmtpServer

@@ -12,8 +12,8 @@ import pytest
 
 from etl_assets.core.partitions import partitions_def, window_for
 from etl_assets.definitions import build_defs
-from etl_assets.orchestration.deadlines import alert_deadlines, build_deadline_sensors, deadline_of
 from etl_assets.ops.notify import EmailNotifier, SlackNotifier
+from etl_assets.orchestration.deadlines import alert_deadlines, build_deadline_sensors, deadline_of
 from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.spec import PipelineSpec, SpecError
 from etl_assets_tests.helpers import create_orders, make_spec, query
