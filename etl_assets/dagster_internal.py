@@ -13,15 +13,32 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import psutil
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.launcher import DefaultRunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._utils.error import SerializableErrorInfo
+from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
+
+if TYPE_CHECKING:
+    # What `dg.define_asset_job` returns; dagster does not export the class.
+    from typing import TypeAlias
+
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+    AssetJob: TypeAlias = UnresolvedAssetJobDefinition
 
 
 def is_valid_cron(expression: str) -> bool:
     """Dagster's own check, so a spec never holds a cron the scheduler would refuse."""
-    from dagster._utils.schedules import is_valid_cron_string
-
     return is_valid_cron_string(expression)
 
 
@@ -31,8 +48,6 @@ def cron_ticks(cron: str, timezone: str, after: dt.datetime) -> Iterator[dt.date
     A time skipped by spring-forward fires at the first existing time after it; an
     ambiguous fall-back time fires once.
     """
-    from dagster._utils.schedules import cron_string_iterator
-
     for tick in cron_string_iterator(after.timestamp(), cron, timezone):
         if tick.timestamp() > after.timestamp():
             yield tick
@@ -44,8 +59,6 @@ def stop_schedule(instance: dg.DagsterInstance, name: str) -> bool:
     Needs the stored state row that exists once the daemon has ticked the schedule or someone
     toggled it. False when there is none or the schedule is already stopped.
     """
-    from dagster._core.definitions.run_request import InstigatorType
-
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE):
         if state.instigator_name == name and state.is_running:
             instance.stop_schedule(state.instigator_origin_id, state.selector_id, None)
@@ -66,9 +79,9 @@ def run_scheduler_iteration(
     The code location is loaded in this process, so the frozen clock also holds inside
     schedule evaluation, and runs are submitted through the instance's run coordinator.
     """
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    # Lazy: these pull in the daemon and workspace machinery (about 3 s of imports) that
+    # only this testing and tooling entry point needs, not every importer of this module.
     from dagster._core.test_utils import freeze_time
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
     from dagster._scheduler.scheduler import launch_scheduled_runs
@@ -114,21 +127,13 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    import psutil
-
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
-def _launcher_base() -> type:
-    from dagster._core.launcher import DefaultRunLauncher
-
-    return DefaultRunLauncher
-
-
-class HealthCheckedRunLauncher(_launcher_base()):  # type: ignore[misc]
+class HealthCheckedRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher, plus a worker health check for run monitoring.
 
     The default launcher cannot tell that its run worker was SIGKILLed or OOM-killed, so such
@@ -141,9 +146,7 @@ class HealthCheckedRunLauncher(_launcher_base()):  # type: ignore[misc]
     def supports_check_run_worker_health(self) -> bool:
         return True
 
-    def check_run_worker_health(self, run: dg.DagsterRun) -> Any:
-        from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         pid = run_worker_pid(self._instance, run.run_id)
         if pid is None or _alive(pid):
             # No pid yet means the worker is still starting; the start timeout covers that.
@@ -165,10 +168,10 @@ class FailedTick:
     error: str  # the first line of the innermost error: the user's exception, not Dagster's wrapper
 
 
-def _first_line(error: Any) -> str:
-    while getattr(error, "cause", None) is not None:
+def _first_line(error: SerializableErrorInfo | None) -> str:
+    while error is not None and error.cause is not None:
         error = error.cause
-    text = (getattr(error, "message", None) or "").strip()
+    text = ((error.message if error is not None else "") or "").strip()
     return text.splitlines()[0] if text else "the tick failed without an error message"
 
 
@@ -181,9 +184,6 @@ def tick_failures(
     public API has no tick history. An instigator not in `seen` reports a failure only when it
     is its newest tick (it is failing now), so old history is not replayed.
     """
-    from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.scheduler.instigation import TickStatus
-
     found: list[FailedTick] = []
     after = dict(seen)
     for state in instance.all_instigator_state():

@@ -1,26 +1,40 @@
-"""Parquet files for the raw, normalized and validated layers, one file per partition.
+"""The one owner of layer data: where every file lives and every read and write of it.
 
-Paths are `<base>/<pipeline>/<layer>/<source>/<partition>.parquet`; the base may be a local
-folder or an fsspec URL. A file is written under a temporary name and renamed into place, so
-a rerun replaces it and a crash never leaves half a file where a reader looks.
+Paths are `<base>/<pipeline>/<layer>/<source>/<partition>.parquet` for the raw, normalized and
+validated layers, and `<base>/<pipeline>/<kind>/<source>/<partition>.<ext>` for the files
+beside them (quality documents, quarantined and failing rows). The base, a local folder or an
+fsspec URL, is the IO manager's `base_path` and nothing else: steps write through the
+manager's `LayerStore` (so a long range holds one window in memory and a streamed extract's
+errors surface inside the step), and the manager records what was stored.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import shutil
-import uuid
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from upath import UPath
 
-PREVIEW_ROWS = 10
+from etl_assets.io import contract
+from etl_assets.io.files import (
+    copy_file,
+    file_sha256,
+    frame_bytes,
+    read_frame,
+    same_file,
+    sha256_of,
+    stored_rows,
+    write_atomic,
+    write_partition,
+)
+from etl_assets.io.preview import markdown_table
+
+EXTENSION = ".parquet"
+# Files beside the layers, by kind: the extension each is stored with.
+SIDE_KINDS = {"quality": "json", "quarantine": "parquet", "failures": "parquet"}
 
 
 class _Keep:
@@ -48,69 +62,68 @@ class Written:
 
 
 # What an asset may hand over per partition: a frame, batches of one, a thunk, KEEP or Written.
-PartitionValue = pd.DataFrame | Iterable[pd.DataFrame] | Callable[[], pd.DataFrame] | _Keep | Written
+PartitionValue: TypeAlias = pd.DataFrame | Iterable[pd.DataFrame] | Callable[[], pd.DataFrame] | _Keep | Written
 
 
-def layer_path(base: str, key: dg.AssetKey, partition: str) -> UPath:
-    """Where the Parquet IO manager keeps `key`'s `partition`, as UPathIOManager lays it out."""
-    return UPath(base).joinpath(*key.path, f"{partition}{ParquetIOManager.extension}")
+class LayerStore:
+    """Every stored file of the layers under one base path, and the writes a step makes."""
 
+    def __init__(self, base: UPath) -> None:
+        self.base = base
 
-def write_partition(path: UPath, obj: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[int, pd.DataFrame]:
-    """Write a frame, or stream batches, to `path` atomically; return (rows, first rows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        if isinstance(obj, pd.DataFrame):
-            with tmp.open("wb") as f:
-                obj.to_parquet(f, index=False, compression="zstd")
-            rows, head = len(obj), obj.head(PREVIEW_ROWS)
-        else:
-            rows, head = ParquetIOManager._stream(tmp, obj)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return rows, head
+    def path(self, key: dg.AssetKey, partition: str) -> UPath:
+        """Where `key`'s `partition` is stored: the one place the layers' layout is decided."""
+        return self.base.joinpath(*key.path, f"{partition}{EXTENSION}")
 
+    def side_path(self, pipeline: str, kind: str, source: str, partition: str) -> UPath:
+        return self.base / pipeline / kind / source / f"{partition}.{SIDE_KINDS[kind]}"
 
-def copy_file(source: UPath, path: UPath) -> None:
-    """Copy a stored partition file atomically (a layer that passes its input on unchanged),
-    a chunk at a time, so a large file is never held in memory whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def write(self, key: dg.AssetKey, partition: str, obj: pd.DataFrame | Iterable[pd.DataFrame]) -> Written:
+        """Write a frame, or stream batches, as `key`'s `partition`."""
+        path = self.path(key, partition)
+        write_partition(path, obj)
+        return Written(path)
 
+    def write_hashed(self, key: dg.AssetKey, partition: str, frame: pd.DataFrame) -> tuple[Written, str]:
+        """Store a frame as `key`'s `partition`; (file, sha256 of its bytes) for lineage."""
+        path, data = self.path(key, partition), frame_bytes(frame)
+        write_atomic(path, data)
+        return Written(path), sha256_of(data)
 
-def file_sha256(path: UPath) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    def copy(self, source: UPath, key: dg.AssetKey, partition: str) -> Written:
+        """Store another stored file, unchanged, as `key`'s `partition`."""
+        path = self.path(key, partition)
+        copy_file(source, path)
+        return Written(path)
 
+    def reuse(self, source: UPath, key: dg.AssetKey, partition: str) -> tuple[Written, bool]:
+        """Store `source` as `key`'s `partition` unless it already holds those bytes; (file, kept)."""
+        path = self.path(key, partition)
+        kept = same_file(source, path)
+        if not kept:
+            copy_file(source, path)
+        return Written(path), kept
 
-def same_file(a: UPath, b: UPath) -> bool:
-    """Whether `b` exists and holds exactly the bytes of `a`."""
-    return b.exists() and file_sha256(a) == file_sha256(b)
+    def holds(self, key: dg.AssetKey, partition: str, sha256: str | None) -> bool:
+        """Whether `key`'s `partition` is stored with exactly the bytes hashing to `sha256`."""
+        path = self.path(key, partition)
+        return path.exists() and file_sha256(path) == sha256
 
+    def write_document(self, pipeline: str, kind: str, source: str, partition: str, doc: Any) -> None:
+        data = json.dumps(doc, default=str, indent=1).encode()
+        write_atomic(self.side_path(pipeline, kind, source, partition), data)
 
-def stored_rows(path: UPath) -> tuple[int, pd.DataFrame]:
-    """Rows and the first rows of a stored partition file, without reading all of it."""
-    with path.open("rb") as f:
-        pf = pq.ParquetFile(f)
-        rows = pf.metadata.num_rows
-        head = next(pf.iter_batches(batch_size=PREVIEW_ROWS), None)
-        return rows, (head.to_pandas() if head is not None else pf.schema_arrow.empty_table().to_pandas())
+    def write_side_frame(self, pipeline: str, kind: str, source: str, partition: str, frame: pd.DataFrame) -> None:
+        write_atomic(self.side_path(pipeline, kind, source, partition), frame_bytes(frame))
+
+    def read_side_frame(self, pipeline: str, kind: str, source: str, partition: str) -> pd.DataFrame:
+        return read_frame(self.side_path(pipeline, kind, source, partition))
 
 
 class PartitionFrames(Mapping[str, pd.DataFrame]):
     """An upstream layer's partitions, read one at a time so memory holds one partition."""
 
-    def __init__(self, paths: dict[str, UPath], load: Any):
+    def __init__(self, paths: dict[str, UPath], load: Callable[[UPath], pd.DataFrame]):
         self._paths, self._load = paths, load
 
     def __getitem__(self, key: str) -> pd.DataFrame:
@@ -122,47 +135,58 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     def __len__(self) -> int:
         return len(self._paths)
 
-    def path(self, key: str) -> str:
-        return str(self._paths[key])
+    def path(self, key: str) -> UPath:
+        return self._paths[key]
+
+    def read_bytes(self, key: str) -> bytes:
+        """The stored file of partition `key` as bytes (to hash it and to read it once)."""
+        return self._paths[key].read_bytes()
+
+
+def _describe(rows: dict[str, int], preview: pd.DataFrame, folder: UPath) -> dict[str, Any]:
+    return {
+        contract.ROW_COUNT: dg.MetadataValue.int(sum(rows.values())),
+        contract.COLUMN_SCHEMA: dg.TableSchema(
+            columns=[dg.TableColumn(name=str(c), type=str(preview[c].dtype)) for c in preview.columns]
+        ),
+        contract.PREVIEW: dg.MetadataValue.md(markdown_table(preview)),
+        contract.ROWS_BY_PARTITION: dg.MetadataValue.json(rows),
+        contract.PATH: dg.MetadataValue.path(str(folder)),
+    }
 
 
 class ParquetIOManager(dg.UPathIOManager):
-    extension = ".parquet"
+    extension = EXTENSION
+
+    def __init__(self, base_path: UPath) -> None:
+        super().__init__(base_path=base_path)
+        self.store = LayerStore(base_path)
 
     def dump_to_path(self, context: Any, obj: pd.DataFrame | Iterable[pd.DataFrame], path: UPath) -> tuple[int, pd.DataFrame]:
         """Write a frame, or stream batches, to `path`; return (rows, first rows for preview)."""
         return write_partition(path, obj)
 
-    @staticmethod
-    def _stream(tmp: UPath, batches: Iterable[pd.DataFrame]) -> tuple[int, pd.DataFrame]:
-        rows, head, writer, schema = 0, None, None, None
-        with tmp.open("wb") as f:
-            try:
-                for batch in batches:
-                    table = pa.Table.from_pandas(batch, preserve_index=False, schema=schema)
-                    if writer is None:
-                        schema = table.schema
-                        writer = pq.ParquetWriter(f, schema, compression="zstd")
-                        head = batch.head(PREVIEW_ROWS)
-                    writer.write_table(table)
-                    rows += len(batch)
-                if writer is None:  # a source that yielded nothing: an empty, column-less file
-                    pd.DataFrame().to_parquet(f, index=False)
-            finally:
-                if writer is not None:
-                    writer.close()
-        return rows, head if head is not None else pd.DataFrame()
-
     def load_from_path(self, context: dg.InputContext | None, path: UPath) -> pd.DataFrame:
-        with path.open("rb") as f:
-            return pd.read_parquet(f)
+        return read_frame(path)
+
+    def _paths(self, context: dg.InputContext | dg.OutputContext) -> dict[str, UPath]:
+        """Each partition's file, laid out by the store the steps write through."""
+        return {k: self.store.path(context.asset_key, k) for k in context.asset_partition_keys}
+
+    def _store(self, context: dg.OutputContext, key: str, value: PartitionValue, path: UPath) -> tuple[int, pd.DataFrame]:
+        """Store one partition's value at `path`, or find it stored there; (rows, first rows)."""
+        if isinstance(value, _Keep | Written):  # a Written's path is this store's `path`
+            if not path.exists():
+                raise dg.Failure(f"{path}: partition {key} has no stored file", allow_retries=False)
+            return stored_rows(path)
+        frame = value() if callable(value) else value
+        self.make_directory(path.parent)
+        return self.dump_to_path(context=context, obj=frame, path=path)
 
     def handle_output(self, context: dg.OutputContext, obj: Mapping[str, PartitionValue]) -> None:
         """Write one file per partition, so a single-run backfill stores every window, and
         describe what was written: row counts, column schema and a preview."""
-        from etl_assets.report import markdown_table
-
-        paths = self._get_paths_for_partitions(context)
+        paths = self._paths(context)
         missing = set(paths) - set(obj)
         if missing:
             raise dg.Failure(
@@ -174,35 +198,14 @@ class ParquetIOManager(dg.UPathIOManager):
         preview: pd.DataFrame | None = None
         for key, path in paths.items():
             value = obj[key]
-            if isinstance(value, Written) and value.path != path:
-                copy_file(value.path, path)  # written under another base path than ours
-            if value is KEEP or isinstance(value, Written):
-                if not path.exists():
-                    raise dg.Failure(f"{path}: partition {key} has no stored file", allow_retries=False)
-                rows[key], stored_head = stored_rows(path)
-                head = stored_head if preview is None or preview.empty else None
-            else:
-                if callable(value):
-                    value = value()
-                self.make_directory(path.parent)
-                rows[key], head = self.dump_to_path(context=context, obj=value, path=path)
-            if preview is None or (preview.empty and head is not None and len(head)):
+            rows[key], head = self._store(context, key, value, path)
+            if preview is None or (preview.empty and len(head)):
                 preview = head
         preview = preview if preview is not None else pd.DataFrame()
-        context.add_output_metadata(
-            {
-                "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(name=str(c), type=str(preview[c].dtype)) for c in preview.columns]
-                ),
-                "preview": dg.MetadataValue.md(markdown_table(preview)),
-                "rows_by_partition": dg.MetadataValue.json(rows),
-                "path": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
-            }
-        )
+        context.add_output_metadata(_describe(rows, preview, next(iter(paths.values())).parent))
 
     def load_input(self, context: dg.InputContext) -> PartitionFrames:
-        paths = self._get_paths_for_partitions(context)
+        paths = self._paths(context)
         missing = [k for k, p in paths.items() if not p.exists()]
         if missing:
             layer = context.asset_key.path[1] if len(context.asset_key.path) > 1 else "upstream"
@@ -222,36 +225,3 @@ class ParquetIOManagerResource(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ParquetIOManager:
         return ParquetIOManager(base_path=UPath(self.base_path))
-
-
-def side_path(base: str, pipeline: str, kind: str, source: str, key: str, ext: str) -> UPath:
-    """Files beside the layers: `<base>/<pipeline>/<kind>/<source>/<partition>.<ext>`."""
-    return UPath(base) / pipeline / kind / source / f"{key}.{ext}"
-
-
-def write_atomic(path: UPath, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-    tmp.rename(path)
-
-
-def frame_bytes(frame: pd.DataFrame) -> bytes:
-    """A frame as the bytes of a Parquet file, as every layer stores it."""
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False, compression="zstd")
-    return buf.getvalue()
-
-
-def read_frame_bytes(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
-
-
-def write_frame(path: UPath, frame: pd.DataFrame) -> None:
-    write_atomic(path, frame_bytes(frame))
-
-
-def read_frame(path: UPath) -> pd.DataFrame:
-    with path.open("rb") as f:
-        return pd.read_parquet(f)

@@ -21,7 +21,7 @@ import inspect
 import resource
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import dagster as dg
 import psutil
@@ -173,7 +173,7 @@ def bounded(spec: PipelineSpec, source: str | None = None) -> Callable[[F], F]:
                 finally:
                     guard.close()
 
-            return steps  # type: ignore[return-value]
+            return cast(F, steps)
 
         @functools.wraps(fn)
         def step(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
@@ -187,6 +187,6 @@ def bounded(spec: PipelineSpec, source: str | None = None) -> Callable[[F], F]:
             finally:
                 guard.close()
 
-        return step  # type: ignore[return-value]
+        return cast(F, step)
 
     return decorate

@@ -7,17 +7,19 @@ least one source loaded and another did not.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
+from etl_assets.core import settings
+from etl_assets.core import tags as tag
+from etl_assets.core.keys import LAYERS, asset_key
+from etl_assets.core.outcome import RunOutcome
 from etl_assets.core.partitions import partitions_def
 from etl_assets.ops import history, lineage
-from etl_assets.ops.history import RunOutcome
-from etl_assets.orchestration.assets import LAYERS, asset_key
+from etl_assets.orchestration.sensors import record_run
 from etl_assets.spec import PipelineSpec
 
 STEPS = (*LAYERS, "report")
@@ -37,7 +39,7 @@ def resolve_partitions(
     last_n: int | None = None,
 ) -> list[str]:
     pdef = partitions_def(spec)
-    keys = pdef.get_partition_keys()
+    keys = list(pdef.get_partition_keys())
     if not keys:
         raise RunRequestError(f"{spec.name}: no complete partition yet (partitions start {spec.partitions.start})")
     chosen = sum(bool(x) for x in (partition, first or last, latest, last_n))
@@ -47,8 +49,9 @@ def resolve_partitions(
         return [keys[-1]]
     if last_n:
         return keys[-last_n:]
-    wanted = [partition] if partition else [first or last, last or first]
-    for k in wanted:
+    lo, hi = (partition, partition) if partition else (first or last, last or first)
+    assert lo is not None and hi is not None  # exactly one choice was made, checked above
+    for k in (lo, hi):
         if k not in keys:
             near = ", ".join(keys[-3:])
             raise RunRequestError(
@@ -56,9 +59,9 @@ def resolve_partitions(
             )
     if partition:
         return [partition]
-    i, j = keys.index(wanted[0]), keys.index(wanted[1])
+    i, j = keys.index(lo), keys.index(hi)
     if i > j:
-        raise RunRequestError(f"--from {wanted[0]} is after --to {wanted[1]}")
+        raise RunRequestError(f"--from {lo} is after --to {hi}")
     return keys[i : j + 1]
 
 
@@ -96,7 +99,7 @@ def send_lineage(instance: dg.DagsterInstance, spec: PipelineSpec, run_id: str) 
     if run is None or run.status not in lineage.EVENT_TYPES:
         return
     for status in (dg.DagsterRunStatus.STARTED, run.status):
-        lineage.emit(instance, run, spec, status, warehouse_url=os.environ["ETL_WAREHOUSE_URL"])
+        lineage.emit(instance, run, spec, status, warehouse_url=settings.require_warehouse_url())
 
 
 def run_pipeline(
@@ -116,7 +119,7 @@ def run_pipeline(
     check_upstream(instance, spec, step, keys)
     job = defs.resolve_job_def(f"{spec.name}_job")
     selection = step_selection(spec, step)
-    tags = {"etl/trigger": trigger, "etl/pipeline": spec.name}
+    tags = {tag.TRIGGER: trigger, tag.PIPELINE: spec.name}
     kwargs: dict[str, Any] = {}
     if len(keys) == 1:
         kwargs["partition_key"] = keys[0]
@@ -140,14 +143,12 @@ def run_pipeline(
         return history.build_outcome(instance, result.run_id, spec)
     # The same handler the daemon's run-status sensors call: same rows, same messages, and
     # the same outcome this summary prints.
-    from etl_assets.orchestration.sensors import record_run
-
     outcome = record_run(
         instance,
         result.run_id,
         {spec.name: spec},
-        warehouse_url=os.environ["ETL_WAREHOUSE_URL"],
-        webserver_url=os.environ.get("ETL_WEBSERVER_URL", "http://127.0.0.1:3000"),
+        warehouse_url=settings.require_warehouse_url(),
+        webserver_url=settings.webserver_url(),
         **(notifiers or {}),
     )
     assert outcome is not None  # the run is ours: it carries the etl/pipeline tag

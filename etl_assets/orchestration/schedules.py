@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from etl_assets.core import tags as tag
+from etl_assets.core.keys import asset_key
 from etl_assets.core.partitions import latest_complete_keys, partitions_def
 from etl_assets.dagster_internal import cron_ticks
-from etl_assets.orchestration.assets import asset_key
 from etl_assets.spec import WEEKDAYS, PipelineSpec, SpecError
+
+if TYPE_CHECKING:
+    from etl_assets.dagster_internal import AssetJob
 
 SCHEDULE_TAG = "dagster/schedule_name"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-LOCK_TAG = "etl/partition_lock"
+LOCK_TAG = tag.PARTITION_LOCK
 
 # A run in any of these may still write its partitions, so a second one would only queue
 # behind the partition lock and redo the same work.
@@ -63,23 +67,23 @@ def schedule_cron(spec: PipelineSpec) -> str:
     return f"{minute} {hour} {s.day_of_month or 1} * *"
 
 
-CAUGHT_UP_TAG = "etl/caught_up"
-OUTSIDE_WINDOW_TAG = "etl/outside_window"
-TICK_TAG = "etl/tick"
+CAUGHT_UP_TAG = tag.CAUGHT_UP
+OUTSIDE_WINDOW_TAG = tag.OUTSIDE_WINDOW
+TICK_TAG = tag.TICK
 
 
 def run_tags(spec: PipelineSpec, key: str) -> dict[str, str]:
     tags = {
         PARTITION_TAG: key,
         LOCK_TAG: f"{spec.name}:{key}",
-        "etl/trigger": "schedule",
+        tag.TRIGGER: "schedule",
     }
     if spec.timeout_minutes:
         tags["dagster/max_runtime"] = str(spec.timeout_minutes * 60)
     return tags
 
 
-def _materialized(instance: dg.DagsterInstance, spec: PipelineSpec) -> set[str]:
+def materialized_partitions(instance: dg.DagsterInstance, spec: PipelineSpec) -> set[str]:
     """Partitions whose report and every loaded table exist: nothing left to do for them."""
     keys = [asset_key(spec.name, "report")] + [
         asset_key(spec.name, "loaded", s.name) for s in spec.sources
@@ -91,7 +95,7 @@ def _materialized(instance: dg.DagsterInstance, spec: PipelineSpec) -> set[str]:
     return done or set()
 
 
-def _in_flight(instance: dg.DagsterInstance, spec: PipelineSpec, candidates: list[str]) -> set[str]:
+def in_flight(instance: dg.DagsterInstance, spec: PipelineSpec, candidates: list[str]) -> set[str]:
     """Candidates a queued or running run of the pipeline covers, from any trigger."""
     busy: set[str] = set()
     records = instance.get_run_records(
@@ -124,8 +128,8 @@ def catchup_partitions(
     if not candidates:
         return []
     skip = (
-        _materialized(instance, spec)
-        | _in_flight(instance, spec, candidates)
+        materialized_partitions(instance, spec)
+        | in_flight(instance, spec, candidates)
         | _launched(instance, spec, candidates)
     )
     return [k for k in candidates if k not in skip][: spec.catchup.runs_per_tick]
@@ -142,11 +146,11 @@ def outside_window(
     older = [k for k in keys if k < oldest_in_window]
     if not older:
         return []
-    done = _materialized(instance, spec) | _launched(instance, spec, older) | _in_flight(instance, spec, older)
+    done = materialized_partitions(instance, spec) | _launched(instance, spec, older) | in_flight(instance, spec, older)
     return [k for k in older if k not in done]
 
 
-def build_schedule(spec: PipelineSpec, job: Any = None) -> dg.ScheduleDefinition:
+def build_schedule(spec: PipelineSpec, job: AssetJob | None = None) -> dg.ScheduleDefinition:
     """`<pipeline>_schedule`, targeting `<pipeline>_job` from `etl_assets.orchestration.assets.build_job`."""
     catchup = spec.catchup
     looked_at = (
@@ -172,7 +176,7 @@ def build_schedule(spec: PipelineSpec, job: Any = None) -> dg.ScheduleDefinition
         ),
         description=f"Runs {spec.name} after each window closes; catches up {scope}.",
     )
-    def _tick(context: dg.ScheduleEvaluationContext):
+    def _tick(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[dg.RunRequest]:
         now = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
         keys = catchup_partitions(context.instance, spec, now)
         if not keys:

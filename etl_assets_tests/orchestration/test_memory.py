@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from etl_assets.io.storage import ParquetIOManagerResource
-from etl_assets.orchestration.memory import bounded
 from etl_assets.ops.notify import SlackNotifier
 from etl_assets.orchestration.assets import asset_key, build_pipeline_assets
+from etl_assets.orchestration.memory import bounded
 from etl_assets.orchestration.sensors import handle_run_finished
 from etl_assets.spec import PipelineSpec, SpecError, load_pipeline_file, parse_pipeline
 from etl_assets.warehouses.postgres import WarehouseResource
