@@ -41,5 +41,5 @@ def entries(conn: psycopg.Connection, *, limit: int, offset: int) -> list[AuditE
         "FROM etl_meta.audit ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
         (limit, offset),
     )
-    names = [d.name for d in cur.description]
+    names = [d.name for d in cur.description or ()]
     return [AuditEntry(**dict(zip(names, row))) for row in cur.fetchall()]

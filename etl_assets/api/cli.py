@@ -6,20 +6,24 @@ import contextlib
 import getpass
 import ipaddress
 import json
-import os
 import re
 import socket
 import sys
+from typing import NoReturn
 
 import click
+import psycopg
 
+from etl_assets.api import audit, proxy, tokens
+from etl_assets.api.app import ApiConfig, create_app
 from etl_assets.api.models import Role
 from etl_assets.core import settings
+from etl_assets.dev import embedded
 
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -49,24 +53,22 @@ def api_group() -> None:
               "viewers on a read-only webserver, operators and admins on a full one (loopback ports).")
 def serve(host: str, port: int, url: str, allow_anonymous_read: bool, ui: bool) -> None:
     """Serve the API; its OpenAPI document is /api/v1/openapi.json."""
-    import uvicorn
-
-    from etl_assets.api import proxy
-    from etl_assets.api.app import ApiConfig, create_app
-    from etl_assets.dev import embedded
+    import uvicorn  # the server alone, only when serving: the other commands start faster
 
     if allow_anonymous_read and not is_loopback(host):
         _fail(f"--allow-anonymous-read is only allowed on a loopback host, not {host}")
-    server = embedded.configure()  # noqa: F841  (keeps an embedded warehouse up while serving)
+    # The app reads specs (and their ${VAR} connections) in this process; the setup keeps an
+    # embedded warehouse up while serving.
+    setup = embedded.configure_process()
     with contextlib.ExitStack() as stack:
         backends = None
         if ui:
             embedded.migrate_instance()  # once, before two webservers share the instance
             backends = stack.enter_context(proxy.webservers(
-                dict(os.environ), settings.PROJECT_ROOT / "workspace.yaml", settings.etl_home() / "logs"
+                setup.child_env(), settings.PROJECT_ROOT / "workspace.yaml", setup.settings.etl_home / "logs"
             ))
             url = backends.full + proxy.PREFIX  # the API drives the UI's own full webserver
-        config = ApiConfig(webserver_url=url, warehouse_url=os.environ["ETL_WAREHOUSE_URL"],
+        config = ApiConfig(webserver_url=url, warehouse_url=setup.warehouse_url,
                            pipelines_dir=settings.pipelines_dir(), allow_anonymous_read=allow_anonymous_read,
                            ui=backends)
         # Client addresses (audit, failed-login limits) come from X-Forwarded-For only when the
@@ -79,21 +81,16 @@ def token() -> None:
     """API tokens: each has a name and a role (viewer < operator < admin)."""
 
 
-def _conn():
-    import psycopg
-
-    from etl_assets.api import tokens
-    from etl_assets.dev import embedded
-
-    server = embedded.configure()
-    conn = psycopg.connect(os.environ["ETL_WAREHOUSE_URL"], autocommit=True)
+def _conn() -> tuple[embedded.Setup, psycopg.Connection]:
+    """The tokens' database; keep the setup referenced while in use (it holds the embedded
+    server, if that is the warehouse)."""
+    setup = embedded.configure()
+    conn = psycopg.connect(setup.warehouse_url, autocommit=True)
     tokens.migrate(conn)
-    return server, conn
+    return setup, conn
 
 
-def _audit(conn, action: str, name: str, status: int, detail: str | None) -> None:
-    from etl_assets.api import audit
-
+def _audit(conn: psycopg.Connection, action: str, name: str, status: int, detail: str | None) -> None:
     audit.record(conn, action=action, target=name, status=status, token_name=None, role=None,
                  client=f"cli:{getpass.getuser()}@{socket.gethostname()}", detail=detail)
 
@@ -103,8 +100,6 @@ def _audit(conn, action: str, name: str, status: int, detail: str | None) -> Non
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 def token_create(name: str, role: str) -> None:
     """Print a new token once; only its hash is stored."""
-    from etl_assets.api import tokens
-
     if not TOKEN_NAME.match(name):
         _fail(f"token name {name!r}: use letters, digits and _ . @ - (at most 64)")
     _server, conn = _conn()  # the embedded server, if any, stays up meanwhile
@@ -123,8 +118,6 @@ def token_create(name: str, role: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
     """Names, roles, when created and last used, and revoked ones."""
-    from etl_assets.api import tokens
-
     _server, conn = _conn()  # the embedded server, if any, stays up meanwhile
     with conn:
         rows = tokens.list_tokens(conn)
@@ -143,8 +136,6 @@ def token_list(as_json: bool) -> None:
 @click.argument("name")
 def token_revoke(name: str) -> None:
     """Refuse the token from now on (401)."""
-    from etl_assets.api import tokens
-
     _server, conn = _conn()  # the embedded server, if any, stays up meanwhile
     with conn:
         try:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs
 import httpx
 import psycopg
 import requests
+import websockets
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from graphql import OperationDefinitionNode, OperationType, parse
@@ -67,8 +69,6 @@ class UiBackends:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -223,8 +223,6 @@ def mount(app: FastAPI, backends: UiBackends) -> None:
 
     @app.websocket(f"{PREFIX}/{{path:path}}")
     async def forward_socket(websocket: WebSocket, path: str) -> None:
-        import websockets
-
         api = websocket.app.state.ctx
         who = await run_in_threadpool(sessions.get, websocket.cookies.get(COOKIE), api.config.warehouse_url)
         if who is None:
@@ -302,7 +300,8 @@ def _inspect(body: bytes, who: Principal) -> tuple[bytes, list[tuple[str, dict[s
             document = parse(req["query"])
         except GraphQLError:
             continue
-        variables = req.get("variables") if isinstance(req.get("variables"), dict) else {}
+        given = req.get("variables")
+        variables: dict[str, Any] = given if isinstance(given, dict) else {}
         for op in document.definitions:
             if isinstance(op, OperationDefinitionNode) and op.operation == OperationType.MUTATION:
                 for sel in op.selection_set.selections:

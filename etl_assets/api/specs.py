@@ -15,12 +15,12 @@ from etl_assets.spec import (
     IDENTIFIER,
     PipelineSpec,
     SpecError,
-    _display,
-    _shared_targets,
+    display_path,
     load_pipeline_file,
     load_pipelines,
     parse_pipeline_bytes,
     pipeline_files,
+    shared_target_errors,
 )
 
 ARCHIVE = "archive"  # a subfolder: pipeline_files() reads only the folder's own *.yaml
@@ -39,7 +39,7 @@ def by_name(directory: Path) -> dict[str, tuple[Path, PipelineSpec]]:
     specs = load_pipelines(directory)  # the folder-wide checks, and their messages
     files: dict[str, Path] = {}
     for path in pipeline_files(directory):
-        files[load_pipeline_file(path, _display(path)).name] = path
+        files[load_pipeline_file(path, display_path(path)).name] = path
     return {s.name: (files[s.name], s) for s in specs}
 
 
@@ -61,17 +61,17 @@ def check(directory: Path, raw: bytes, *, replacing: str | None) -> tuple[Path, 
     name = declared_name(raw) or replacing
     path = existing[replacing][0] if replacing else directory / f"{name}.yaml"
     # Messages name the file the body would be written to, as `validate` names the file it read.
-    shown = _display(path) if name else "request body"
+    shown = display_path(path) if name else "request body"
     spec = parse_pipeline_bytes(raw, shown)
     if replacing is None and spec.name in existing:
-        raise Conflict(f"pipeline {spec.name!r} already exists in {_display(existing[spec.name][0])}")
+        raise Conflict(f"pipeline {spec.name!r} already exists in {display_path(existing[spec.name][0])}")
     if replacing is not None and spec.name != replacing:
         raise SpecError(f"{shown} (pipeline {spec.name}): name: must stay {replacing!r} (the pipeline replaced)")
     if replacing is None and path.exists():
         raise Conflict(f"{shown} already exists")
     others = [s for n, (_, s) in existing.items() if n != spec.name]
-    files = {n: _display(p) for n, (p, _) in existing.items()} | {spec.name: shown}
-    errors = _shared_targets([*others, spec], files)
+    files = {n: display_path(p) for n, (p, _) in existing.items()} | {spec.name: shown}
+    errors = shared_target_errors([*others, spec], files)
     if errors:
         raise SpecError("\n".join(errors))
     schedule_cron(spec)  # a schedule the cadence cannot honour fails loading too

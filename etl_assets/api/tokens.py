@@ -68,7 +68,8 @@ def migrate(conn: psycopg.Connection) -> None:
             "CREATE TABLE IF NOT EXISTS etl_meta.api_schema_version ("
             " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = conn.execute("SELECT coalesce(max(version), 0) FROM etl_meta.api_schema_version").fetchone()[0]
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM etl_meta.api_schema_version").fetchone()
+        current = row[0] if row else 0  # an aggregate always returns its one row
         for version, statement in enumerate(MIGRATIONS, start=1):
             if version > current:
                 conn.execute(statement)

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from etl_assets.core.keys import asset_key
 from etl_assets.core.partitions import partitions_def
 from etl_assets.ops import jobcontrol as jobs
 from etl_assets.ops.history import pipeline_of
-from etl_assets.orchestration.assets import asset_key
 from etl_assets.orchestration.schedules import (
     IN_FLIGHT,
     PARTITION_TAG,

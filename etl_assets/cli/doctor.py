@@ -6,14 +6,15 @@ Dagster needs, never created or upgraded here. Every reason goes through `secret
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
+from etl_assets.core import settings
 from etl_assets.core.secrets import redact
 from etl_assets.dev.embedded import to_libpq
 from etl_assets.ops import jobcontrol as jobs
@@ -79,10 +80,11 @@ def _schema_created(url: str) -> Check | None:
     return None
 
 
-def _schema_current(instance: Any, where: str) -> Check:
+def _schema_current(instance: dg.DagsterInstance, where: str) -> Check:
     storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
     for storage in filter(None, storages):
-        version = storage.alembic_version()
+        revision = getattr(storage, "alembic_version", None)  # SQL storages, as dagster.yaml sets
+        version = revision() if revision is not None else None
         if version and version[0] != version[1]:
             return Check("instance", False, f"{where} schema is at revision {version[0]}, this Dagster needs "
                                             f"{version[1]}: run etl-assets instance migrate")
@@ -93,7 +95,7 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def check_daemons(instance: Any, max_age: float, now: float | None = None) -> list[Check]:
+def check_daemons(instance: dg.DagsterInstance, max_age: float, now: float | None = None) -> list[Check]:
     """One check per daemon the instance needs, from the heartbeat each writes while it runs."""
     now = time.time() if now is None else now
     beats = instance.get_daemon_heartbeats()
@@ -117,9 +119,8 @@ def check_daemons(instance: Any, max_age: float, now: float | None = None) -> li
 
 def run_checks(webserver_url: str, max_heartbeat_age: float) -> list[Check]:
     """Daemons, webserver, instance and warehouse, in that order."""
-    import dagster as dg
-
-    instance_url = os.environ.get("ETL_INSTANCE_URL", "")
+    current = settings.current()
+    instance_url = current.instance_url or ""
     problem = _schema_created(to_libpq(instance_url)) if instance_url else Check(
         "instance", False, "ETL_INSTANCE_URL is not set")
     if problem:
@@ -135,4 +136,4 @@ def run_checks(webserver_url: str, max_heartbeat_age: float) -> list[Check]:
             daemons = [Check("daemon", False, "heartbeats unknown: the instance cannot be opened")]
             instance_check = Check("instance", False, f"{where}: {_first_line(e)}")
     return [*daemons, check_webserver(webserver_url), instance_check,
-            check_warehouse(os.environ.get("ETL_WAREHOUSE_URL"))]
+            check_warehouse(current.warehouse_url)]

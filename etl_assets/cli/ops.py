@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
+import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
 
+from etl_assets.cli import backfill, doctor
 from etl_assets.core import settings
+from etl_assets.core.secrets import redact
+from etl_assets.dev import embedded
+from etl_assets.ops import jobcontrol as jobs_mod
+from etl_assets.orchestration.runner import RunRequestError, resolve_partitions
 from etl_assets.spec import PipelineSpec, SpecError, load_pipelines
 
 WEBSERVER = click.option(
@@ -37,7 +44,7 @@ def _span(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else f"{keys[0]} … {keys[-1]}"
 
 
-def _print_backfill(b: Any, url: str) -> None:
+def _print_backfill(b: backfill.Backfill, url: str) -> None:
     mode = "dry run" if b.dry_run else f"backfill {b.backfill_id}"
     per = f", at most {b.max_concurrent} at once" if b.max_concurrent else ""
     click.echo(f"{b.pipeline} {_span([b.first, b.last])} ({len(b.partitions)} partitions), "
@@ -66,15 +73,11 @@ def _print_backfill(b: Any, url: str) -> None:
 @click.option("--max-concurrent", type=click.IntRange(1), help="One run per partition, at most N at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @WEBSERVER
-def backfill_command(pipeline: str, first: str, last: str, reprocess: str, dry_run: bool,
+def backfill_command(pipeline: str, first: str, last: str, reprocess: backfill.Reprocess, dry_run: bool,
                      max_concurrent: int | None, as_json: bool, url: str) -> None:
     """Launch a range of partitions through the run queue, skipping what is loaded or in flight."""
-    from etl_assets.cli import backfill
-    from etl_assets.dev import embedded
-    from etl_assets.ops import jobcontrol as jobs_mod
-    from etl_assets.orchestration.runner import RunRequestError, resolve_partitions
-
-    server = embedded.configure()  # noqa: F841  (keeps an embedded server up while in use)
+    # The plan reads the Dagster instance in this process; the setup keeps an embedded server up.
+    setup = embedded.configure_process()  # noqa: F841
     spec = _spec(pipeline)
     try:
         keys = resolve_partitions(spec, first=first, last=last)
@@ -97,18 +100,13 @@ def backfill_command(pipeline: str, first: str, last: str, reprocess: str, dry_r
         _print_backfill(plan, url)
 
 
-def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: int | None, dry_run: bool) -> Any:
-    import dagster as dg
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from etl_assets.cli import backfill
-    from etl_assets.core.secrets import redact
-
+def _plan(spec: PipelineSpec, keys: list[str], reprocess: backfill.Reprocess, max_concurrent: int | None,
+          dry_run: bool) -> backfill.Backfill:
     try:
         with dg.DagsterInstance.get() as instance:
             if max_concurrent and not dry_run:
                 backfill.check_lanes(instance)
-            return backfill.plan(instance, spec, keys, reprocess=reprocess,  # type: ignore[arg-type]
+            return backfill.plan(instance, spec, keys, reprocess=reprocess,
                                  max_concurrent=max_concurrent, dry_run=dry_run)
     except SQLAlchemyError as e:
         reason = redact((str(e).strip().splitlines() or [type(e).__name__])[0])
@@ -122,11 +120,9 @@ def _plan(spec: PipelineSpec, keys: list[str], reprocess: str, max_concurrent: i
 @WEBSERVER
 def doctor_command(max_heartbeat_age: float, as_json: bool, url: str) -> None:
     """Daemon, webserver, instance and warehouse: OK or DOWN with a reason; non-zero if any is down."""
-    from etl_assets.cli import doctor
-    from etl_assets.dev import embedded
-
     # Fills in the settings left unset; with no warehouse configured, the embedded one is it.
-    server = embedded.configure()  # noqa: F841
+    # The checks open the Dagster instance in this process.
+    setup = embedded.configure_process()  # noqa: F841
     checks = doctor.run_checks(url, max_heartbeat_age)
     ok = all(c.ok for c in checks)
     if as_json:

@@ -1,14 +1,40 @@
-"""Live progress of an in-process run: one line per step as it starts and ends."""
+"""Live progress of an in-process run: one line per step as it starts and ends.
+
+Dagster captures the run's stdout and stderr while it executes in this process: it points
+their file descriptors at a log file and mirrors that file back with `tail -F`, which polls
+once a second and is killed when the run ends. A line written to the stream during the run
+goes through that tail, and the last ones (the report step's end) were lost whenever the
+tail had not polled them yet (issue 19). Progress therefore writes to its own duplicate of
+the stream's descriptor, taken before the run starts, which the capture does not redirect.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Self, TextIO
+import io
+import os
+from typing import Self, TextIO
 
 import dagster as dg
+from rich import progress as rp
+from rich.console import Console
 
-from etl_assets.orchestration.assets import LAYERS
+from etl_assets.core.keys import LAYERS
 from etl_assets.orchestration.runner import step_selection
 from etl_assets.spec import PipelineSpec
+
+
+def _own_stream(stream: TextIO) -> TextIO | None:
+    """A line-buffered file on a duplicate of `stream`'s descriptor; None for a stream without
+    one (a StringIO), which no capture redirects anyway."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    stream.flush()
+    return open(  # closed by Progress.__exit__
+        os.dup(fd), "w", buffering=1, closefd=True,
+        encoding=getattr(stream, "encoding", None) or "utf-8", errors=getattr(stream, "errors", None) or "strict",
+    )
 
 
 class Progress:
@@ -18,9 +44,8 @@ class Progress:
     """
 
     def __init__(self, spec: PipelineSpec, keys: list[str], step: str | None, stream: TextIO) -> None:
-        from rich.console import Console
-
-        self.console = Console(file=stream, soft_wrap=True, highlight=False)
+        self.own = _own_stream(stream)
+        self.console = Console(file=self.own or stream, soft_wrap=True, highlight=False)
         self.span = keys[0] if len(keys) == 1 else f"{keys[0]} … {keys[-1]}"
         self.partitions = len(keys)
         selected = step_selection(spec, step)
@@ -30,10 +55,8 @@ class Progress:
         self.rows: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.ended: set[str] = set()
-        self.bar: Any = None
+        self.bar: rp.Progress | None = None
         if self.console.is_terminal:
-            from rich import progress as rp
-
             self.bar = rp.Progress(
                 rp.TextColumn("partitions"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
                 console=self.console, transient=True,
@@ -48,14 +71,8 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-    def finish(self, instance: dg.DagsterInstance, run_id: str) -> None:
-        """Print the end of every step whose end event the listener has not seen, from the
-        stored event log: the run's summary never follows a step left hanging at "…"."""
-        ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
-        for entry in instance.all_logs(run_id, of_type=ends):
-            if entry.step_key and entry.step_key not in self.ended:
-                self(entry)
+        if self.own is not None:
+            self.own.close()  # flushes: every line is out before the summary
 
     def _label(self, step: str) -> str:
         parts = step.split("__")
@@ -68,6 +85,16 @@ class Progress:
         if self.bar is not None and n > 0:
             self.bar.advance(self.task, n)
 
+    def _count_rows(self, step: str, materialization: dg.AssetMaterialization | None) -> None:
+        """The rows a step wrote: summed over partitions, or a layer's own row count."""
+        meta = materialization.metadata if materialization is not None else {}
+        by_partition = getattr(meta.get("rows_by_partition"), "value", None)
+        row_count = getattr(meta.get("dagster/row_count"), "value", None)
+        if isinstance(by_partition, dict):
+            self.rows[step] = sum(int(v or 0) for v in by_partition.values())
+        elif isinstance(row_count, int) and step.count("__") == 2:
+            self.rows[step] = row_count
+
     def __call__(self, entry: dg.EventLogEntry) -> None:
         event, step = entry.dagster_event, entry.step_key
         if event is None or not step:
@@ -78,12 +105,7 @@ class Progress:
             self.started[step] = entry.timestamp
             self.console.print(f"{self._label(step)} …", markup=False)
         elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            meta = entry.asset_materialization.metadata
-            by_partition = getattr(meta.get("rows_by_partition"), "value", None)
-            if isinstance(by_partition, dict):
-                self.rows[step] = sum(int(v or 0) for v in by_partition.values())
-            elif meta.get("dagster/row_count") is not None and step.count("__") == 2:
-                self.rows[step] = int(meta["dagster/row_count"].value)
+            self._count_rows(step, entry.asset_materialization)
             self._advance(step, 1)
         elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
             self.index.setdefault(step, len(self.index) + 1)

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import NoReturn
 
 import click
 
+from etl_assets.cli.group import _fail
 from etl_assets.core import settings
+from etl_assets.orchestration.schedules import preview, schedule_cron, schedule_name
 from etl_assets.spec import SpecError, load_pipelines
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    """Click's `Error: …` with exit 2, as `etl-assets` says every usage error (pipeline, --now)."""
-    error = click.ClickException(message)
-    error.exit_code = code
-    raise error
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:
@@ -54,8 +48,6 @@ def _when(iso: str) -> str:
 )
 def schedule_command(pipeline: str, n: int, as_json: bool, now_text: str | None) -> None:
     """Preview a pipeline's schedule: the next ticks, local and UTC, with their partitions."""
-    from etl_assets.orchestration.schedules import preview, schedule_cron, schedule_name
-
     try:
         specs = load_pipelines(settings.pipelines_dir())
     except SpecError as e:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from upath import UPath
 
+from etl_assets.core import settings
+from etl_assets.core.outcome import RunOutcome
 from etl_assets.core.secrets import redact
 from etl_assets.ops import history
-from etl_assets.ops.history import RunOutcome
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
 from etl_assets.quality import check_name
 from etl_assets.report.causes import check_cause
 from etl_assets.spec import PipelineSpec
@@ -83,7 +86,7 @@ def failure_lines(s: RunOutcome, spec: PipelineSpec | None = None) -> list[str]:
 # --- the run's log file ----------------------------------------------------------------------
 
 
-def _entry_error(entry: dg.EventLogEntry) -> Any:
+def _entry_error(entry: dg.EventLogEntry) -> SerializableErrorInfo | None:
     """The error (with its stack trace) a failure event carries, if any."""
     data = entry.dagster_event.event_specific_data if entry.dagster_event else None
     return getattr(data, "error", None)
@@ -103,7 +106,7 @@ def write_run_log(instance: dg.DagsterInstance, run_id: str, pipeline: str) -> s
         error = _entry_error(entry)
         if error is not None:
             lines.append(error.to_string().rstrip())
-    folder = UPath(os.environ["ETL_STORAGE_DIR"]) / pipeline / "runs"
+    folder = UPath(settings.storage_dir()) / pipeline / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run_id}.log"
     path.write_text(redact("\n".join(lines) + "\n"), encoding="utf-8")

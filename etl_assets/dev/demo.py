@@ -13,9 +13,14 @@ import datetime as dt
 import io
 import random
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 from zoneinfo import ZoneInfo
 
 import psycopg
+import pymysql
+
+from etl_assets.core import settings
+from etl_assets.spec import load_pipeline_file
 
 TZ = ZoneInfo("America/Sao_Paulo")
 EPOCH = dt.date(2024, 1, 7)  # a Sunday: week 0 of the order id scheme
@@ -87,9 +92,7 @@ def week_orders(week_start: dt.date, now: dt.datetime) -> list[tuple]:
             (index * 10_000 + i, customer, p["sku"], quantity, p["list_price"], status, ordered, updated)
         )
     # defect: the same order submitted twice under a new id
-    dup = list(rows[20])
-    dup[0] = index * 10_000 + 9_999
-    rows.append(tuple(dup))
+    rows.append((index * 10_000 + 9_999, *rows[20][1:]))
     return [r for r in rows if r[6] <= now]
 
 
@@ -106,10 +109,6 @@ def customers() -> list[tuple]:
 
 def seed_customers(mysql_url: str) -> int:
     """The demo CRM in MariaDB/MySQL: `demo_crm.customers`, the same rows every time."""
-    from urllib.parse import unquote, urlparse
-
-    import pymysql
-
     u = urlparse(mysql_url)
     db = (u.path or "/demo_crm").lstrip("/") or "demo_crm"
     conn = pymysql.connect(
@@ -134,9 +133,6 @@ def seed_customers(mysql_url: str) -> int:
 
 def first_week() -> dt.date:
     """The first partition of the shipped demo pipeline: the seed's first week."""
-    from etl_assets.core import settings
-    from etl_assets.spec import load_pipeline_file
-
     return load_pipeline_file(settings.PROJECT_ROOT / "pipelines" / "demo_sales.yaml").partitions.start
 
 

@@ -52,13 +52,13 @@ def test_progress_goes_to_stderr_with_json_and_stdout_stays_json(etl_env, etl_cl
     steps = [line for line in out.stderr.splitlines() if line.startswith("[")]
     assert steps[0] == "[1/5] orders raw 2025-03-02 …"
     assert any(line.startswith("[1/5] orders raw 2025-03-02 … OK 10 rows ") and line.endswith(" s") for line in steps)
-    # Every step's start is shown. The report's end line is missing when this test follows
-    # another CLI run in the same session (an open defect of the progress listener), so only
-    # the starts and the first step's end are asserted here.
+    # Every step's start and end is shown, the report's (the run's last line) included.
     assert [line.removesuffix(" …") for line in steps if line.endswith(" …")] == [
         "[1/5] orders raw 2025-03-02", "[2/5] orders normalized 2025-03-02", "[3/5] orders validated 2025-03-02",
         "[4/5] orders loaded 2025-03-02", "[5/5] report 2025-03-02",
     ], out.stderr
+    assert any(line.startswith("[5/5] report 2025-03-02 … OK") and line.endswith(" s") for line in steps), out.stderr
+    assert len(steps) == 10, out.stderr
 
     piped = etl_cli("run", "shop", "--partition", "2025-03-02")
     assert piped.returncode == 0, piped.stderr
