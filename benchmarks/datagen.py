@@ -9,6 +9,10 @@ another status); loading it over `src.orders` (or back) changes exactly 10% of t
 `src.orders_tiny` is the first TINY_ROWS orders, for the fixed-overhead run.
 
 The tables are reused while `src.bench_meta` records the same generator version and sizes.
+
+Schema `small` holds the small-partitions scenario's tables (SMALL_SOURCES): the incremental
+ones `rows_per_week` rows per week like `src.orders`, the full ones one row a minute from
+2025-01-05; `small.bench_meta` records their sizes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import CHANGED_WEEKS, COLUMNS, FIRST_WEEK, TINY_ROWS, pg_url
+from benchmarks.common import CHANGED_WEEKS, COLUMNS, FIRST_WEEK, SMALL_SOURCES, TINY_ROWS, pg_url
 
 VERSION = 1
 WEEK_US = 7 * 24 * 3600 * 1_000_000
@@ -106,4 +110,42 @@ def generate(db: str, rows_per_week: int, weeks: int, *, force: bool = False, lo
         conn.execute("INSERT INTO src.bench_meta VALUES (%s)", (fingerprint,))
         seconds = time.perf_counter() - started
         log(f"generated {total} rows in {seconds:.1f} s")
+        return {"fingerprint": fingerprint, "generated": True, "seconds": round(seconds, 1)}
+
+
+def small_sizes(scale: int) -> dict[str, int]:
+    """SMALL_SOURCES' row counts divided by `scale` (1 for the real shape)."""
+    return {name: max(1, rows // scale) for name, _, rows in SMALL_SOURCES}
+
+
+def generate_small(db: str, sizes: dict[str, int], weeks: int, *, force: bool = False, log=print) -> dict:
+    """Create (or reuse) the small-partitions tables in schema `small` of database `db`."""
+    fingerprint = f"v{VERSION} small weeks={weeks} " + " ".join(f"{k}={v}" for k, v in sizes.items())
+    ensure_database(db)
+    with psycopg.connect(pg_url(db), autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('small.bench_meta')").fetchone()[0] and not force:
+            row = conn.execute("SELECT fingerprint FROM small.bench_meta").fetchone()
+            if row and row[0] == fingerprint:
+                log(f"small-partitions data in {db} is current ({fingerprint})")
+                return {"fingerprint": fingerprint, "generated": False, "seconds": 0.0}
+        started = time.perf_counter()
+        log(f"generating small-partitions data in {db}: {fingerprint}")
+        conn.execute("DROP SCHEMA IF EXISTS small CASCADE")
+        conn.execute("CREATE SCHEMA small")
+        for name, mode, _ in SMALL_SOURCES:
+            n = sizes[name]
+            if mode == "incremental" and WEEK_US % n:
+                raise ValueError(f"small.{name}: rows per week must divide {WEEK_US}")
+            step_us, total = (WEEK_US // n, n * weeks) if mode == "incremental" else (60_000_000, n)
+            table = sql.Identifier("small", name)
+            conn.execute(sql.SQL(_DDL).format(table=table))
+            conn.execute(sql.SQL("INSERT INTO {} ").format(table) + sql.SQL(_SELECT),
+                         {"t0": FIRST_WEEK, "step_us": step_us, "lo": 1, "hi": total})
+            conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (order_id)").format(table))
+            conn.execute(sql.SQL("CREATE INDEX ON {} (updated_at)").format(table))
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        conn.execute("CREATE TABLE small.bench_meta (fingerprint text NOT NULL)")
+        conn.execute("INSERT INTO small.bench_meta VALUES (%s)", (fingerprint,))
+        seconds = time.perf_counter() - started
+        log(f"generated the small-partitions tables in {seconds:.1f} s")
         return {"fingerprint": fingerprint, "generated": True, "seconds": round(seconds, 1)}

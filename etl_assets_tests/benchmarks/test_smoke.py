@@ -5,6 +5,7 @@ It writes to a temporary folder, never over benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -29,6 +30,13 @@ SECTIONS = [
     r"^## Dagster fixed overhead per run \(100-row partition, in-process\)$",
     r"^## `dagster definitions validate",
 ]
+# Issue 18's machine-readable lines, each measured in the same run (dlt's only where dlt is installed).
+HEADLINES = [
+    "end_to_end_vs_sql_limit_1m", "dlt_vs_end_to_end_1m", "rerun_vs_sql_nochange_1m", "ui_run_vs_cli_run",
+    "small_partitions_first_vs_sql", "small_partitions_rerun_vs_sql", "cli_history_wall_s", "tiny_run_wall_s",
+    "peak_rss_mb_1m", "peak_rss_52w_vs_1w",
+]
+NEW_SECTIONS = [r"^## Small partitions: \d+ weeks × 5 sources", r"^## CLI and UI: what a user waits for$"]
 TABLE_HEADER = "| variant | wall s | rows/s | × SQL limit | peak RSS MB | inserted / updated / unchanged | runs |"
 
 
@@ -45,8 +53,22 @@ def check_results_md(text: str) -> None:
         assert f"| {phase}" in text, phase
 
 
+def check_headlines(text: str) -> None:
+    """Every headline once, near the top (before the setup), with a positive number."""
+    top = text.split("## Setup", 1)[0]
+    for name in HEADLINES:
+        found = re.findall(rf"^{name}: (.+)$", top, re.MULTILINE)
+        assert len(found) == 1, f"{name}: {found}"
+        if name == "dlt_vs_end_to_end_1m" and importlib.util.find_spec("dlt") is None:
+            assert found[0] == "–", found  # not measured without the bench extra
+            continue
+        assert re.fullmatch(r"\d+(?:\.\d+)?", found[0]) and float(found[0]) > 0, f"{name}: {found[0]}"
+    for pattern in NEW_SECTIONS:
+        assert re.search(pattern, text, re.MULTILINE), f"missing section {pattern!r}"
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_smoke_profile_writes_results(tmp_path: Path) -> None:
     before = COMMITTED.read_bytes() if COMMITTED.exists() else None
     out = tmp_path / "RESULTS.md"
@@ -56,11 +78,12 @@ def test_smoke_profile_writes_results(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=840,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
     check_results_md(text)
+    check_headlines(text)
     ratio = float(RATIO_LINE.search(text).group(1))
     assert ratio > 1  # Dagster, pandas and Parquet cannot beat the pure-SQL upsert
 
@@ -76,6 +99,10 @@ def test_smoke_profile_writes_results(tmp_path: Path) -> None:
         assert changed[variant]["counts"]["updated"] == data["sizes"]["1w"]["rows"] // 10, variant
     assert all(r["peak_rss_mb"] > 0 for r in data["runs"] if "peak_rss_mb" in r)
     assert summary["overhead"]["test"]["steps_s"].keys() == {"raw", "normalized", "validated", "loaded"}
+    small = summary["small"]
+    assert small["first"]["small_etl"]["counts"]["inserted"] == data["small"]["rows"]
+    assert small["nochange"]["small_etl"]["counts"]["inserted"] == small["nochange"]["small_etl"]["counts"]["updated"] == 0
+    assert small["nochange"]["small_sql"]["counts"] == {"inserted": 0, "updated": 0, "unchanged": data["small"]["rows"]}
 
     # The committed file is untouched, and (when present) has the same shape.
     assert (COMMITTED.read_bytes() if COMMITTED.exists() else None) == before
