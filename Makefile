@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 CLI := $(VENV)/bin/etl-assets
 
-.PHONY: install install-dev run test dev validate clean
+.PHONY: install install-dev run test test-fast lint dev validate clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -30,6 +30,15 @@ run: $(VENV)/.installed
 ## make test: install the dev extras and run the whole suite.
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+## make test-fast: the tests that need no Dagster webserver or daemon, browser or Celery, on every core.
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not services" -n auto -q
+
+## make lint: ruff over the repository and mypy over the package (CI runs both before the tests).
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the embedded defaults.
 dev: $(VENV)/.installed

@@ -45,6 +45,9 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # `make test-fast` spreads the tests over the cores
+            "ruff>=0.6,<1",
+            "mypy>=1.10,<3",
             "aiosmtpd>=1.4",
             "slack_sdk>=3.27",
             # Browser tests (etl_assets_tests/e2e) drive Debian's chromium: .ci/install-chromium.

@@ -17,6 +17,20 @@ pytest_plugins = ["etl_assets_tests.browser"]
 
 
 
+# What makes a test need long-running services (a Dagster webserver or daemon, a browser,
+# Celery workers): `make test-fast` leaves these out with `-m "not services"`.
+SERVICE_FIXTURES = {"browser", "page", "stack", "webserver", "start_daemon", "services", "celery_workers"}
+SERVICE_NAMES = {"DagsterServices", "Stack", "stop_process_groups"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        names = set(vars(module)) if module is not None else set()
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or SERVICE_NAMES & names:
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A skipped test is a failed test here: every service and extra the suite needs is installed by CI."""
