@@ -146,3 +146,25 @@ def orders_rows(n: int, start: dt.datetime, step: dt.timedelta) -> list[tuple]:
 def run_assets(spec: PipelineSpec, etl_env: dict[str, str], instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
     """Materialize every asset of `spec` for one partition, in process."""
     return materialize(spec, etl_env, instance, partition_key=partition)
+
+
+# The test pipeline as a spec file holds it, with a Monday-morning schedule: for tests that run
+# it through a webserver, the daemon or the job API.
+SCHEDULED_SHOP: dict[str, Any] = {
+    "name": "shop",
+    "owners": ["team:data"],
+    "timezone": "America/New_York",
+    "partitions": {"cadence": "weekly", "start": "2025-01-05"},
+    "schedule": {"at": "06:00", "day_of_week": "monday"},
+    "sources": [
+        {
+            "name": "orders",
+            "kind": "postgres",
+            "connection": {"url": "${TEST_SOURCE_URL}"},
+            "table": "src.orders",
+            "timestamp_column": "updated_at",
+            "primary_key": ["order_id"],
+            "load": {"target": "mart.orders"},
+        }
+    ],
+}

@@ -23,26 +23,8 @@ from etl_assets.api.app import ApiConfig, create_app
 from etl_assets.api.models import Role
 from etl_assets_tests.browser import expect  # noqa: F401  (for the tests here)
 from etl_assets_tests.dagster_services import DagsterServices, free_port
+from etl_assets_tests.helpers import SCHEDULED_SHOP as SHOP
 from etl_assets_tests.helpers import Databases, create_orders
-
-SHOP = {
-    "name": "shop",
-    "owners": ["team:data"],
-    "timezone": "America/New_York",
-    "partitions": {"cadence": "weekly", "start": "2025-01-05"},
-    "schedule": {"at": "06:00", "day_of_week": "monday"},
-    "sources": [
-        {
-            "name": "orders",
-            "kind": "postgres",
-            "connection": {"url": "${TEST_SOURCE_URL}"},
-            "table": "src.orders",
-            "timestamp_column": "updated_at",
-            "primary_key": ["order_id"],
-            "load": {"target": "mart.orders"},
-        }
-    ],
-}
 
 
 def shop_orders(n: int = 30) -> list[tuple]:

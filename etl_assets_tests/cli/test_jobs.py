@@ -13,26 +13,8 @@ import pytest
 import yaml
 
 from etl_assets_tests.dagster_services import ROOT, DagsterServices
+from etl_assets_tests.helpers import SCHEDULED_SHOP as PIPELINE
 from etl_assets_tests.helpers import create_orders, ny, orders_rows, query
-
-PIPELINE = {
-    "name": "shop",
-    "owners": ["team:data"],
-    "timezone": "America/New_York",
-    "partitions": {"cadence": "weekly", "start": "2025-01-05"},
-    "schedule": {"at": "06:00", "day_of_week": "monday"},
-    "sources": [
-        {
-            "name": "orders",
-            "kind": "postgres",
-            "connection": {"url": "${TEST_SOURCE_URL}"},
-            "table": "src.orders",
-            "timestamp_column": "updated_at",
-            "primary_key": ["order_id"],
-            "load": {"target": "mart.orders"},
-        }
-    ],
-}
 
 
 def etl(services: DagsterServices, *args: str) -> subprocess.CompletedProcess:
