@@ -33,6 +33,10 @@ CHECKS_WARNED = "checks_warned"
 CHECKS_FAILED = "checks_failed"
 ROWS_QUARANTINED = "rows_quarantined"
 QUARANTINED_BY_PARTITION = "quarantined_by_partition"  # {partition: rows set aside}
+# What each partition's GX-run outcomes follow from, and the run whose GX validation made them.
+QUALITY_FROM = "quality_from"  # {partition: {"normalized_sha256", "checks_sha256", "great_expectations", "document_sha256", "run_id"}}
+# The partitions whose GX-run outcomes were reused, not validated again: {partition: run_id}.
+QUALITY_REUSED_FROM = "quality_reused_from"
 # loaded: the warehouse's counts per partition, their totals and the schema changes met.
 COUNTS_BY_PARTITION = "counts_by_partition"  # {partition: LoadCounts.as_dict()}
 LOAD_TOTALS = ("inserted", "updated", "unchanged", "deleted", "quarantined")

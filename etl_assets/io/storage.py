@@ -96,22 +96,43 @@ class LayerStore:
         copy_file(source, path)
         return Written(path)
 
-    def reuse(self, source: UPath, key: dg.AssetKey, partition: str) -> tuple[Written, bool]:
-        """Store `source` as `key`'s `partition` unless it already holds those bytes; (file, kept)."""
+    def reuse(
+        self, source: UPath, key: dg.AssetKey, partition: str, source_sha256: str | None = None
+    ) -> tuple[Written, bool]:
+        """Store `source` as `key`'s `partition` unless it already holds those bytes; (file, kept).
+
+        `source_sha256`, when the caller knows it, spares reading `source` again for each copy.
+        """
         path = self.path(key, partition)
-        kept = same_file(source, path)
+        if source_sha256 is None:
+            kept = same_file(source, path)
+        else:
+            kept = path.exists() and file_sha256(path) == source_sha256
         if not kept:
             copy_file(source, path)
         return Written(path), kept
+
+    def stored_sha256(self, key: dg.AssetKey, partition: str) -> str:
+        return file_sha256(self.path(key, partition))
 
     def holds(self, key: dg.AssetKey, partition: str, sha256: str | None) -> bool:
         """Whether `key`'s `partition` is stored with exactly the bytes hashing to `sha256`."""
         path = self.path(key, partition)
         return path.exists() and file_sha256(path) == sha256
 
-    def write_document(self, pipeline: str, kind: str, source: str, partition: str, doc: Any) -> None:
+    def write_document(self, pipeline: str, kind: str, source: str, partition: str, doc: Any) -> str:
+        """Store a JSON document beside the layers; the sha256 of its bytes, for lineage."""
         data = json.dumps(doc, default=str, indent=1).encode()
         write_atomic(self.side_path(pipeline, kind, source, partition), data)
+        return sha256_of(data)
+
+    def read_document(self, pipeline: str, kind: str, source: str, partition: str, sha256: str | None) -> Any:
+        """The stored document if it holds exactly the bytes hashing to `sha256`, else None."""
+        path = self.side_path(pipeline, kind, source, partition)
+        if sha256 is None or not path.exists():
+            return None
+        data = path.read_bytes()
+        return json.loads(data) if sha256_of(data) == sha256 else None
 
     def write_side_frame(self, pipeline: str, kind: str, source: str, partition: str, frame: pd.DataFrame) -> None:
         write_atomic(self.side_path(pipeline, kind, source, partition), frame_bytes(frame))
@@ -137,6 +158,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
 
     def path(self, key: str) -> UPath:
         return self._paths[key]
+
+    def sha256(self, key: str) -> str:
+        """The sha256 of partition `key`'s stored file: what its content is, for lineage."""
+        return file_sha256(self._paths[key])
 
     def read_bytes(self, key: str) -> bytes:
         """The stored file of partition `key` as bytes (to hash it and to read it once)."""

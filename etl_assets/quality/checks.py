@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -9,7 +11,7 @@ import pandas as pd
 
 from etl_assets.quality import local
 from etl_assets.quality.describe import describe, not_run
-from etl_assets.quality.results import CheckContext, CheckOutcome, PartitionQuality, grade
+from etl_assets.quality.results import CheckContext, CheckOutcome, PartitionQuality, Reused, grade
 from etl_assets.quality.suite import gx_outcome, run_suite
 from etl_assets.spec import (
     CheckBase,
@@ -26,6 +28,12 @@ from etl_assets.spec import (
 
 # Checks evaluated here rather than by a GX suite.
 _LOCAL = (RelationshipCheck, RowCountAnomalyCheck, FreshnessCheck, SchemaCheck)
+
+
+def frame_only(check: CheckSpec) -> bool:
+    """Whether a check's outcome follows from the frame alone: the GX-run ones. The local ones
+    read the warehouse, the window or the raw columns, so they are always evaluated again."""
+    return not isinstance(check, _LOCAL)
 
 
 def _columns_read(check: CheckSpec, source: SourceBase) -> list[str]:
@@ -58,12 +66,17 @@ def _set_aside(check: CheckBase, source: SourceBase, mask: np.ndarray, why: str 
     return mask, describe(check, source.primary_key) + " failed" + (f": {why}" if why else "")
 
 
-def _evaluate(frame: pd.DataFrame, source: SourceBase, ctx: CheckContext) -> tuple[dict[str, CheckOutcome], Failing, dict[str, Any]]:
-    """Every check's outcome by name; the rows each failing quarantine check sets aside."""
+def _evaluate(
+    frame: pd.DataFrame, source: SourceBase, ctx: CheckContext, skip: Collection[str]
+) -> tuple[dict[str, CheckOutcome], Failing, dict[str, Any]]:
+    """Every check's outcome by name, but those in `skip`; the rows each failing quarantine
+    check sets aside."""
     outcomes: dict[str, CheckOutcome] = {}
     failing: Failing = {}
     runnable: list[CheckSpec] = []
     for check in source.checks:
+        if check_name(check) in skip:
+            continue
         problem = _unreadable(check, source, frame)
         if problem is None:
             runnable.append(check)
@@ -100,15 +113,28 @@ def _evaluate(frame: pd.DataFrame, source: SourceBase, ctx: CheckContext) -> tup
     return outcomes, failing, document
 
 
-def run_checks(frame: pd.DataFrame, source: SourceBase, ctx: CheckContext | None = None) -> PartitionQuality:
-    """Validate one partition's frame against the source's checks."""
+def run_checks(
+    frame: pd.DataFrame, source: SourceBase, ctx: CheckContext | None = None, reused: Reused | None = None
+) -> PartitionQuality:
+    """Validate one partition's frame against the source's checks.
+
+    With `reused` (an earlier validation of this very content, see `quality.reuse`), its
+    outcomes stand for the checks they name and GX does not run for them; the caller reuses
+    only checks that set no rows aside, so the masks below stay complete.
+    """
     ctx = ctx or CheckContext()
     keep = np.ones(len(frame), dtype=bool)
     empty_q = frame.iloc[0:0].assign(_check=pd.Series(dtype="string"), _reason=pd.Series(dtype="string"))
     if not source.checks:
         return PartitionQuality([], empty_q, keep, {}, empty_q)
-    outcomes, failing, document = _evaluate(frame, source, ctx)
-    ordered = [grade(c, outcomes[check_name(c)], len(frame)) for c in source.checks]
+    kept = dict(reused.outcomes) if reused else {}
+    outcomes, failing, document = _evaluate(frame, source, ctx, kept)
+    if reused and not document:
+        document = reused.document
+    ordered = [
+        replace(kept[n]) if (n := check_name(c)) in kept else grade(c, outcomes[n], len(frame))
+        for c in source.checks
+    ]
     set_aside = {n: failing[n] for c in source.checks if c.severity == "quarantine" and (n := check_name(c)) in failing}
     stored = {n: failing[n] for c in source.checks if c.store_failures and (n := check_name(c)) in failing}
     quarantine = _failing_rows(frame, source, set_aside, empty_q)

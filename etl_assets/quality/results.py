@@ -4,6 +4,7 @@ Dagster AssetCheckResult each check reports."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,14 @@ class CheckOutcome:
             "; ".join(m for m in (self.message, other.message) if m) or None,
             worst.grade,
             worst.threshold,
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckOutcome:
+        """The outcome `as_dict` recorded (its values already JSON, which results re-emit as is)."""
+        return cls(
+            d["name"], d["declared_severity"], d["passed"], d["description"], d["unexpected_count"],
+            d["element_count"], list(d["samples"]), d["observed"], d["message"], d["grade"], d["threshold"],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,6 +127,15 @@ class PartitionQuality:
     document: dict[str, Any]
     # Rows failing store_failures checks, with _check and _reason: for <table>__failures.
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass(frozen=True)
+class Reused:
+    """An earlier validation of the same content under the same checks and great-expectations:
+    the graded outcomes of the checks that read only the frame, and GX's result document."""
+
+    outcomes: dict[str, CheckOutcome]
+    document: dict[str, Any]
 
 
 @dataclass

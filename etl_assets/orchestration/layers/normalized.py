@@ -10,7 +10,7 @@ import dagster as dg
 
 from etl_assets.io import contract
 from etl_assets.io.files import read_frame_bytes, sha256_of
-from etl_assets.io.storage import KEEP, PartitionValue
+from etl_assets.io.storage import KEEP, PartitionValue, Written
 from etl_assets.ops.history import step_metrics, usage
 from etl_assets.transform.normalize import normalize
 
@@ -50,12 +50,18 @@ def _kept(step: Step, partition: str, raw_sha: str, made_by: str) -> tuple[dict[
 
 
 def normalize_partitions(step: Step, raw: PartitionFrames) -> dg.Output:
-    """The normalized step: each raw file normalized and stored, or kept when already done."""
+    """The normalized step: each raw file normalized and stored, or kept when already done.
+
+    Normalizing depends only on the raw bytes and the fingerprint, so a partition whose raw file
+    is byte for byte another's of this run (a full source's shared extract, empty windows)
+    takes a copy of that partition's normalized file instead of normalizing it again.
+    """
     started = usage()
     made_by = fingerprint(step.spec, step.source)
     frames: dict[str, PartitionValue] = {}
     stats: dict[str, Any] = {}
     lineage: dict[str, dict[str, Any]] = {}
+    done: dict[str, str] = {}  # raw sha256 → the first partition of this run normalized from it
     for k in step.partitions:
         data = raw.read_bytes(k)
         raw_sha = sha256_of(data)
@@ -63,13 +69,18 @@ def normalize_partitions(step: Step, raw: PartitionFrames) -> dg.Output:
         if kept is not None:
             # The same raw bytes under the same spec and code normalize to the same file.
             frames[k], (stats[k], lineage[k]) = KEEP, kept
-            continue
-        with step.classified([k]):
-            result = normalize(read_frame_bytes(data), step.source, step.spec.timezone)
+        elif raw_sha in done:
+            first = done[raw_sha]
+            frames[k] = _copy(step, first, k, lineage[first]["sha256"])
+            stats[k], lineage[k] = stats[first], lineage[first]
+        else:
+            with step.classified([k]):
+                result = normalize(read_frame_bytes(data), step.source, step.spec.timezone)
+            frames[k], sha = step.store.write_hashed(step.key("normalized"), k, result.frame)  # one window at a time
+            stats[k] = result.stats
+            lineage[k] = {"raw_sha256": raw_sha, "fingerprint": made_by, "sha256": sha}
         del data
-        frames[k], sha = step.store.write_hashed(step.key("normalized"), k, result.frame)  # one window at a time
-        stats[k] = result.stats
-        lineage[k] = {"raw_sha256": raw_sha, "fingerprint": made_by, "sha256": sha}
+        done.setdefault(raw_sha, k)
     return dg.Output(
         frames,
         metadata={
@@ -78,3 +89,12 @@ def normalize_partitions(step: Step, raw: PartitionFrames) -> dg.Output:
             **step_metrics(started),
         },
     )
+
+
+def _copy(step: Step, first: str, partition: str, sha256: str) -> Written:
+    """Store partition `first`'s normalized file (hashing to `sha256`), made from the same raw
+    bytes, as `partition`."""
+    key = step.key("normalized")
+    with step.classified([partition]):
+        written, _ = step.store.reuse(step.store.path(key, first), key, partition, sha256)
+    return written

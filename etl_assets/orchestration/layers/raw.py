@@ -77,12 +77,22 @@ def _extract(step: Step, partition: str, last_sync: dt.datetime | None) -> tuple
     return value, ex.inputs
 
 
-def _reuse(step: Step, first: str, partition: str, first_inputs: dict[str, Any]) -> tuple[PartitionValue, dict[str, Any]]:
-    """Store the file extracted for partition `first` as `partition` too."""
+def _sha256(step: Step, partition: str) -> str | None:
+    """The stored raw file's sha256, hashed once for all the copies a run makes of it (None when
+    there is no file: the copies then fail as they would have)."""
+    if len(step.partitions) < 2 or not step.store.path(step.key("raw"), partition).exists():
+        return None
+    return step.store.stored_sha256(step.key("raw"), partition)
+
+
+def _reuse(
+    step: Step, first: str, first_sha: str | None, partition: str, first_inputs: dict[str, Any]
+) -> tuple[PartitionValue, dict[str, Any]]:
+    """Store the file extracted for partition `first` (hashing to `first_sha`) as `partition` too."""
     key = step.key("raw")
     with step.classified([partition], retried=True):
         # Written, not KEEP: the IO manager then checks its own copy of the file too.
-        written, kept = step.store.reuse(step.store.path(key, first), key, partition)
+        written, kept = step.store.reuse(step.store.path(key, first), key, partition, first_sha)
     return written, {**first_inputs, "reused_from": first, "unchanged": kept}
 
 
@@ -93,14 +103,14 @@ def extract_partitions(step: Step, warehouse: WarehouseResource) -> dg.Output:
     inputs: dict[str, dict[str, Any]] = {}
     last_sync = _last_sync(step, warehouse)
     once = extracted_once(step.source)
-    shared: str | None = None  # the partition whose extract the others reuse
+    shared: tuple[str, str | None] | None = None  # (partition, sha256) of the extract the others reuse
     for k in step.partitions:
         if shared is not None:
-            values[k], inputs[k] = _reuse(step, shared, k, inputs[shared])
+            values[k], inputs[k] = _reuse(step, *shared, k, inputs[shared[0]])
             continue
         values[k], inputs[k] = _extract(step, k, last_sync)
         if once:
-            shared = k
+            shared = k, _sha256(step, k)
     return dg.Output(
         values, metadata={contract.INPUTS: dg.MetadataValue.json(inputs), **step_metrics(started)}
     )
