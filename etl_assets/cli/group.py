@@ -1,21 +1,20 @@
-"""The `etl-assets` click group and what its commands share: exit codes, the error style,
-status colours, the pipeline specs, and the run history's connection."""
+"""What the `etl-assets` commands share: exit codes, the error style, status colours and the
+help layout, plus the group that imports a command's module only when that command is used.
+
+Kept to click and the standard library: `etl-assets --help` (and every command) imports this
+module first, so whatever it imports every command pays for.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import sys
-from pathlib import Path
-from typing import NoReturn, TextIO
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
 
 import click
-import psycopg
-
-from etl_assets.core import settings
-from etl_assets.dev import embedded
-from etl_assets.ops import history
-from etl_assets.spec import PipelineSpec, SpecError, json_schema, load_pipeline_file, load_pipelines
 
 # Exit codes, the same for the same kind of error in every command.
 USAGE = 2  # a bad option, an unknown pipeline or partition
@@ -58,61 +57,97 @@ class HelpGroup(click.Group):
 
     group_class = type  # subgroups list their commands the same way
 
+    def help_line_of(self, ctx: click.Context, name: str) -> str | None:
+        """The help line of command `name`, None for a hidden or unknown one."""
+        cmd = self.get_command(ctx, name)
+        return None if cmd is None or cmd.hidden else cmd.get_short_help_str(limit=1_000)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
-            cmd = self.get_command(ctx, name)
-            if cmd is not None and not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+            line = self.help_line_of(ctx, name)
+            if line is not None:
+                rows.append((name, line))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
 
-def _specs() -> list[PipelineSpec]:
-    try:
-        return load_pipelines(settings.pipelines_dir())
-    except SpecError as e:
-        _fail(str(e))
+@dataclass(frozen=True)
+class LazyCommand:
+    """Where a command lives ("module:attribute") and its help line, for `--help` without
+    importing it."""
+
+    target: str
+    help_line: str
+
+    def load(self) -> click.Command:
+        module, _, attribute = self.target.partition(":")
+        cmd = getattr(importlib.import_module(module), attribute)
+        if not isinstance(cmd, click.Command):
+            raise TypeError(f"{self.target} is not a click command")
+        return cmd
 
 
-def _spec(name: str) -> PipelineSpec:
-    for spec in _specs():
-        if spec.name == name:
-            return spec
-    names = ", ".join(s.name for s in _specs()) or "none"
-    _fail(f"unknown pipeline {name!r} (pipelines: {names})")
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands by name; a lazy one's module is imported the first time it is read.
+
+    `click.Group.commands` stays a mapping of real commands for code that walks it (tests,
+    docs); only listing the names imports nothing.
+    """
+
+    def __init__(self, table: Mapping[str, LazyCommand]) -> None:
+        self.table = dict(table)
+        self.loaded: dict[str, click.Command] = {}
+
+    def unloaded_help(self, name: str) -> str | None:
+        """The table's help line of a command not imported yet; None once it is."""
+        return self.table[name].help_line if name in self.table and name not in self.loaded else None
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            self.loaded[name] = self.table[name].load()
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, cmd: click.Command) -> None:
+        self.loaded[name] = cmd
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.table.pop(name, None)
+        self.loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self.table), **dict.fromkeys(self.loaded)})
+
+    def __len__(self) -> int:
+        return len(self.table.keys() | self.loaded.keys())
 
 
-def warehouse_conn() -> tuple[embedded.Setup, psycopg.Connection]:
-    """The run history's database, its schema up to date; keep the setup referenced while the
-    connection is in use (it holds the embedded server, if that is the warehouse)."""
-    setup = embedded.configure()
-    conn = psycopg.connect(setup.warehouse_url, autocommit=True)
-    history.migrate(conn)
-    return setup, conn
+class LazyGroup(HelpGroup):
+    """click's "lazily loading subcommands" pattern: `lazy` maps each name to a `LazyCommand`,
+    whose module `get_command` imports only when the command runs (or its own help is shown)."""
 
+    def __init__(self, name: str | None = None, lazy: Mapping[str, LazyCommand] | None = None,
+                 **attrs: Any) -> None:
+        super().__init__(name, **attrs)
+        commands = LazyCommands(lazy or {})
+        commands.update(self.commands)  # any given eagerly, as `commands=`
+        self.commands = commands
 
-@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.version_option(package_name="etl-assets", prog_name="etl-assets")
-def main() -> None:
-    """YAML-declared ETL pipelines as partitioned Dagster assets."""
+    @property
+    def lazy(self) -> LazyCommands:
+        if not isinstance(self.commands, LazyCommands):
+            raise TypeError("LazyGroup.commands was replaced")
+        return self.commands
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.lazy)
 
-@main.command()
-@click.argument("path", required=False, type=click.Path(path_type=Path))
-def validate(path: Path | None) -> None:
-    """Validate pipeline specs: a file, or every file in a folder (default: the pipelines dir)."""
-    target = path or settings.pipelines_dir()
-    try:
-        specs = [load_pipeline_file(target)] if target.is_file() else load_pipelines(target)
-    except SpecError as e:
-        _fail(str(e), 1)
-    for s in specs:
-        click.echo(f"ok: {s.name} ({len(s.sources)} sources, {s.partitions.cadence}, {s.timezone})")
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.lazy.get(cmd_name)
 
-
-@main.command()
-def schema() -> None:
-    """Print the JSON Schema of a pipeline spec, for editors."""
-    click.echo(json.dumps(json_schema(), indent=2))
+    def help_line_of(self, ctx: click.Context, name: str) -> str | None:
+        line = self.lazy.unloaded_help(name)
+        return line if line is not None else super().help_line_of(ctx, name)

@@ -1,5 +1,7 @@
-"""`etl-assets history`, `show` and `prune`: the recorded runs, one run explained, and
-retention."""
+"""`etl-assets history` and `show`: the recorded runs, and one run explained.
+
+Read straight from the history store over psycopg: neither command needs Dagster.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +11,12 @@ import sys
 from typing import Any
 
 import click
-import dagster as dg
 
 from etl_assets.cli.explain import explain
-from etl_assets.cli.group import _fail, _spec, _specs, status_word, warehouse_conn
-from etl_assets.dev import embedded
-from etl_assets.ops import history as hist
-from etl_assets.ops import retention
+from etl_assets.cli.group import _fail, status_word
+from etl_assets.cli.specs import _spec, _specs
+from etl_assets.cli.warehouse import warehouse_conn
+from etl_assets.ops import history_store as hist
 
 
 def _fmt_run(r: dict[str, Any]) -> str:
@@ -97,24 +98,3 @@ def show(run_id: str, files: bool, as_json: bool) -> None:
     # Times in the pipeline's own timezone (and UTC); a pipeline since removed: UTC alone.
     tz = next((s.timezone for s in _specs() if s.name == run["pipeline"]), "UTC")
     click.echo(explain(run, setup.settings.storage_dir, timezone=tz, files=files))
-
-
-@click.command("prune")
-@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print {dry_run, items} as JSON.")
-def prune(dry_run: bool, as_json: bool) -> None:
-    """Delete runs, history and files past each pipeline's retention (never a latest success)."""
-    setup = embedded.configure_process()
-    specs = _specs()
-    with dg.DagsterInstance.get() as instance:
-        items = retention.prune(
-            instance, specs, warehouse_url=setup.warehouse_url,
-            storage_dir=setup.settings.storage_dir, dry_run=dry_run,
-        )
-    if as_json:
-        click.echo(json.dumps({"dry_run": dry_run, "items": [i.as_dict() for i in items]}))
-        return
-    verb = "would delete" if dry_run else "deleted"
-    for i in items:
-        click.echo(f"{verb} {i.kind:<11} {i.pipeline:<14} {i.age_days:>6.1f}d  {i.what}")
-    click.echo(f"{len(items)} item(s) {verb}" if items else "nothing is past its retention")

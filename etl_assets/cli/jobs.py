@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from etl_assets.cli.group import HelpGroup, _fail, _spec, _specs, status_word, warehouse_conn
+from etl_assets.cli.group import HelpGroup, _fail, status_word
+from etl_assets.cli.specs import _spec, _specs
+from etl_assets.cli.warehouse import warehouse_conn
 from etl_assets.core import settings
 from etl_assets.core.partitions import partitions_def
 from etl_assets.ops import history as hist

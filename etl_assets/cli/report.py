@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 import dagster as dg
 
-from etl_assets.cli.group import _fail, _spec
+from etl_assets.cli.group import _fail
+from etl_assets.cli.specs import _spec
 from etl_assets.core.partitions import partitions_def
 from etl_assets.dev import embedded
 from etl_assets.orchestration.runner import RunRequestError, resolve_partitions

@@ -11,8 +11,9 @@ from typing import TextIO
 import click
 import dagster as dg
 
-from etl_assets.cli.group import FAILED, _fail, _spec, status_word
+from etl_assets.cli.group import FAILED, _fail, status_word
 from etl_assets.cli.progress import Progress
+from etl_assets.cli.specs import _spec
 from etl_assets.cli.summary import format_summary, write_run_log
 from etl_assets.core.outcome import RunOutcome
 from etl_assets.definitions import build_defs

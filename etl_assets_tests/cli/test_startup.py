@@ -1,0 +1,87 @@
+"""The light commands start fast: `etl-assets --help` imports no command, and `history`,
+`show` and `validate` import only what they use (issue 18). Not timed: each check looks at
+`sys.modules` of a fresh interpreter after running the command through click."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from etl_assets.cli import COMMANDS, main
+
+# Runs ARGS through the real group in this fresh process, then prints what it imported.
+SCRIPT = """
+import json, sys
+import click
+from etl_assets.cli import main
+try:
+    main(json.loads(sys.argv[1]), standalone_mode=False)
+except click.ClickException as e:
+    print("click error:", e.format_message())
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+# What the run, report, jobs and API commands need; no light command may load any of it.
+NEVER_LIGHT = ("great_expectations", "etl_assets.definitions", "etl_assets.orchestration", "etl_assets.api",
+               "etl_assets.cli.run", "etl_assets.cli.ops", "etl_assets.cli.jobs", "etl_assets.cli.report",
+               "etl_assets.cli.prune", "etl_assets.report", "uvicorn", "fastapi", "rich")
+# Blocked today by the layers below the CLI (see `test_history_skips_dagster_and_pandas`).
+HEAVY = ("pandas", "dagster", "dagster._core.instance", "sqlalchemy")
+
+
+def _imported(args: list[str], tmp_path: Path) -> tuple[str, set[str]]:
+    env = {**os.environ, "ETL_PIPELINES_DIR": str(tmp_path), "ETL_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(args)], capture_output=True, text=True,
+                         env=env, timeout=120, check=True)
+    return out.stdout, set(json.loads(out.stderr.strip().splitlines()[-1]))
+
+
+def _loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+def test_help_imports_no_command_and_lists_every_one(tmp_path: Path) -> None:
+    out, modules = _imported(["--help"], tmp_path)
+    assert _loaded(modules, NEVER_LIGHT + HEAVY + ("etl_assets.spec", "psycopg")) == []
+    assert [m for m in modules if m.startswith("etl_assets.cli.")] == ["etl_assets.cli.group"]
+    listed = " ".join(out.split("Commands:", 1)[1].split())  # help lines unwrapped
+    for name, lazy in COMMANDS.items():
+        assert f"{name} {lazy.help_line}" in listed, name
+
+
+def test_each_help_line_is_the_commands_own() -> None:
+    """The table in `cli/__init__.py` is what `--help` shows: it must say what the command says."""
+    for name, lazy in COMMANDS.items():
+        cmd = lazy.load()
+        assert cmd.name == name
+        assert lazy.help_line == cmd.get_short_help_str(limit=1_000), name
+
+
+def test_commands_are_real_click_commands_when_read() -> None:
+    """Code walking `main.commands` (docs, the option-help test) still sees every command."""
+    assert sorted(main.commands) == sorted(COMMANDS)
+    assert all(isinstance(cmd, click.Command) for cmd in main.commands.values())
+    assert isinstance(main.commands["jobs"], click.Group) and "logs" in main.commands["jobs"].commands
+
+
+@pytest.mark.parametrize("args", [["history", "nope", "--limit", "1"], ["show", "--help"], ["validate"]])
+def test_light_commands_import_no_heavy_command(args: list[str], tmp_path: Path) -> None:
+    out, modules = _imported(args, tmp_path)
+    assert _loaded(modules, NEVER_LIGHT) == [], out
+    if args[0] == "history":
+        assert "unknown pipeline 'nope' (pipelines: none)" in out
+
+
+@pytest.mark.xfail(reason="lower layers import dagster/pandas at import: core.errors, core.partitions, "
+                   "spec.timing -> dagster_internal, dev.embedded, ops.history, ops.history_store, "
+                   "warehouses.base -> sources; see issue 18", strict=False)
+@pytest.mark.parametrize("args", [["history", "nope", "--limit", "1"], ["validate"]])
+def test_history_skips_dagster_and_pandas(args: list[str], tmp_path: Path) -> None:
+    _, modules = _imported(args, tmp_path)
+    assert _loaded(modules, HEAVY) == []
