@@ -76,12 +76,3 @@ def test_light_commands_import_no_heavy_command(args: list[str], tmp_path: Path)
     assert _loaded(modules, NEVER_LIGHT) == [], out
     if args[0] == "history":
         assert "unknown pipeline 'nope' (pipelines: none)" in out
-
-
-@pytest.mark.xfail(reason="lower layers import dagster/pandas at import: core.errors, core.partitions, "
-                   "spec.timing -> dagster_internal, dev.embedded, ops.history, ops.history_store, "
-                   "warehouses.base -> sources; see issue 18", strict=False)
-@pytest.mark.parametrize("args", [["history", "nope", "--limit", "1"], ["validate"]])
-def test_history_skips_dagster_and_pandas(args: list[str], tmp_path: Path) -> None:
-    _, modules = _imported(args, tmp_path)
-    assert _loaded(modules, HEAVY) == []
