@@ -34,6 +34,7 @@ setup(
         "requests>=2.31",
         "pymysql>=1.1",
         "click>=8.1",
+        "croniter>=2.0,<7",  # specs check crons without loading Dagster (etl_assets/core/cron.py)
         "rich>=13,<16",  # the CLI's live progress
         # OpenLineage events of every run (etl_assets/ops/lineage.py), sent only when configured.
         "openlineage-python>=1.54,<2",

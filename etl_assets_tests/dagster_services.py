@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from etl_assets.dev import embedded
+from etl_assets.dev import instance as dev_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,7 +66,7 @@ class DagsterServices:
         with pytest.MonkeyPatch.context() as mp:
             for name in ("DAGSTER_HOME", "ETL_INSTANCE_URL"):
                 mp.setenv(name, self.env[name])
-            embedded.migrate_instance()
+            dev_instance.migrate_instance()
 
     def _start(self, name: str, cmd: list[str]) -> None:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process

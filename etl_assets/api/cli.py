@@ -19,6 +19,7 @@ from etl_assets.api.app import ApiConfig, create_app
 from etl_assets.api.models import Role
 from etl_assets.core import settings
 from etl_assets.dev import embedded
+from etl_assets.dev import instance as dagster_instance
 
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
@@ -63,7 +64,7 @@ def serve(host: str, port: int, url: str, allow_anonymous_read: bool, ui: bool) 
     with contextlib.ExitStack() as stack:
         backends = None
         if ui:
-            embedded.migrate_instance()  # once, before two webservers share the instance
+            dagster_instance.migrate_instance()  # once, before two webservers share the instance
             backends = stack.enter_context(proxy.webservers(
                 setup.child_env(), settings.PROJECT_ROOT / "workspace.yaml", setup.settings.etl_home / "logs"
             ))

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import psycopg
 
 from etl_assets.api.models import Role
+from etl_assets.core.sql import lock_key
 from etl_assets.ops import history
-from etl_assets.warehouses.postgres import lock_key
 
 # Each entry upgrades the API's tables by one version; append, never edit a released one.
 MIGRATIONS: list[str] = [

@@ -17,6 +17,7 @@ from etl_assets.core import settings
 from etl_assets.core.secrets import redact
 from etl_assets.dev import demo as demo_mod
 from etl_assets.dev import embedded
+from etl_assets.dev import instance as dagster_instance
 
 
 @click.group(cls=HelpGroup)
@@ -43,7 +44,7 @@ def demo_seed() -> None:
 def _migrate_instance() -> None:
     """An unreachable instance database is one sentence, not a traceback."""
     try:
-        embedded.migrate_instance()
+        dagster_instance.migrate_instance()
     except psycopg.OperationalError as e:
         reason = redact((str(e).strip().splitlines() or [type(e).__name__])[0])
         _fail(f"cannot migrate the Dagster instance database (ETL_INSTANCE_URL): {reason}", 1)

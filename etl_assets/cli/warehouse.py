@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from etl_assets.dev import embedded
-from etl_assets.ops.history import migrate
+from etl_assets.ops.history_schema import migrate
 
 
 def warehouse_conn() -> tuple[embedded.Setup, psycopg.Connection]:

@@ -19,24 +19,8 @@ import pymysql
 import requests
 import sqlalchemy.exc as sa_exc
 
+from etl_assets.core.exceptions import SourceDataError, SpecError, TransientSourceError
 from etl_assets.core.secrets import MissingSecret, redact
-
-
-class SpecError(Exception):
-    """An invalid pipeline spec. The message alone tells the user what to fix."""
-
-
-class SourceDataError(Exception):
-    """The source's data or schema is wrong: retrying cannot help."""
-
-
-class TransientSourceError(Exception):
-    """A failure worth retrying (rate limit, 5xx, timeout); `retry_after` is in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 # --- driver error codes ---------------------------------------------------------------------
 

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from etl_assets.core.weekdays import WEEKDAYS, Weekday  # noqa: F401  (partition specs name them)
+
 if TYPE_CHECKING:
     from etl_assets.spec import PipelineSpec
 
-# The days a weekly window may start on, in Dagster's `day_offset` order (Sunday is 0).
-# Defined here, below the spec, because the partitions definition needs the order.
-Weekday = Literal["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
-WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
 MINUTE_FMT = "%Y-%m-%d-%H:%M"
 DATE_FMT = "%Y-%m-%d"

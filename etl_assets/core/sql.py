@@ -7,6 +7,7 @@ stay bound, never formatted into the text.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,3 +68,9 @@ def bind_named(text: str, params: Mapping[str, Any]) -> tuple[sql.SQL, dict[str,
 def qualified(name: str) -> sql.Identifier:
     """`schema.table` → a quoted identifier pair (names are validated by the spec)."""
     return sql.Identifier(*name.split("."))
+
+
+def lock_key(*parts: str) -> int:
+    """A stable 64-bit advisory-lock key (hashtext differs across server versions)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import dagster as dg
 import psutil
 import psycopg
 from psycopg import sql
 
 from etl_assets.core import settings
 from etl_assets.core.settings import Settings
-from etl_assets.warehouses.postgres import lock_key
 
 with warnings.catch_warnings():
     # Its import asks platformdirs for a runtime dir, which warns (and falls back to /tmp)
@@ -144,22 +142,6 @@ def export(setup: Setup) -> Setup:
 def configure_process() -> Setup:
     """`configure` and `export`: the setup of a command that runs Dagster in-process."""
     return export(configure())
-
-
-def migrate_instance() -> None:
-    """Create or upgrade the Dagster instance's schema, before any service starts.
-
-    The webserver and the daemon each create missing tables when they start; started together
-    on an empty database they race (`type "jobs" already exists`). Migrating first removes the
-    race, and an advisory lock on the instance database serializes migrations started at once
-    (both systemd units run this before their service). Reads the instance from the environment,
-    as Dagster does (`export` a `Setup` first).
-    """
-    with psycopg.connect(to_libpq(os.environ["ETL_INSTANCE_URL"]), autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (lock_key("dagster-instance", "migrate"),))
-        with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
-            instance.upgrade()
-    # Closing the connection releases the lock.
 
 
 def to_libpq(url_: str) -> str:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -19,6 +18,9 @@ from upath import UPath
 from etl_assets.core import tags as tag
 from etl_assets.core.outcome import RunOutcome
 from etl_assets.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def write_record(conn: psycopg.Connection, outcome: RunOutcome) -> None:

@@ -11,9 +11,9 @@ warehouse), `timing` (partitions, schedule, catch-up, deadline), `notify`, `pipe
 
 from __future__ import annotations
 
-from etl_assets.core.errors import SpecError
-from etl_assets.core.partitions import WEEKDAYS, Weekday
+from etl_assets.core.exceptions import SpecError
 from etl_assets.core.secrets import CREDENTIAL_ENV, CREDENTIAL_KEYS, ENV_REF
+from etl_assets.core.weekdays import WEEKDAYS, Weekday
 from etl_assets.spec.base import (
     DURATION,
     IDENTIFIER,

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from etl_assets.core.errors import SpecError
+from etl_assets.core.exceptions import SpecError
 from etl_assets.spec.kinds import SOURCE_KINDS, SourceSpec
 from etl_assets.spec.pipeline import PipelineSpec
 

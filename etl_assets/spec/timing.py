@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from etl_assets.core.partitions import WEEKDAYS, Weekday
-from etl_assets.dagster_internal import is_valid_cron
+from etl_assets.core.cron import is_valid_cron
+from etl_assets.core.weekdays import WEEKDAYS, Weekday
 from etl_assets.spec.base import Cadence, Strict, parse_duration
 from etl_assets.spec.help import describe_fields
 

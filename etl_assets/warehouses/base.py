@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from etl_assets.core.sql import lock_key  # noqa: F401  (both engines lock by it)
 from etl_assets.sources.base import SourceDataError
 
 if TYPE_CHECKING:
@@ -101,12 +102,6 @@ def missing_columns_error(target: str, missing: list[str]) -> SourceDataError:
         f"{target} has {which} {names}, which the source no longer provides; set "
         "schema.on_missing_column: null on the source to load NULL there, or drop the column"
     )
-
-
-def lock_key(*parts: str) -> int:
-    """A stable 64-bit advisory-lock key (hashtext differs across server versions)."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class BaseWarehouse(ABC):

@@ -76,3 +76,10 @@ def test_light_commands_import_no_heavy_command(args: list[str], tmp_path: Path)
     assert _loaded(modules, NEVER_LIGHT) == [], out
     if args[0] == "history":
         assert "unknown pipeline 'nope' (pipelines: none)" in out
+
+
+@pytest.mark.parametrize("args", [["history", "nope", "--limit", "1"], ["validate"]])
+def test_history_and_validate_load_neither_dagster_nor_pandas(args: list[str], tmp_path: Path) -> None:
+    """They read specs and the warehouse's history only: no Dagster, pandas or SQLAlchemy."""
+    _, modules = _imported(args, tmp_path)
+    assert _loaded(modules, HEAVY) == []
