@@ -62,8 +62,8 @@ def test_three_scheduled_failures_pause_and_a_success_resets(location: Path, etl
         # One daemon tick stores the schedule's state (the source table does not exist yet,
         # so every run fails until it is created).
         run_scheduler_iteration(instance, location / "defs.py", dt.datetime(2025, 3, 17, 6, 30, tzinfo=ny(2025, 3, 17).tzinfo))
-        def handle(run_id: str) -> None:
-            handle_run_finished(instance, run_id, {"shop": spec}, warehouse_url=wh, slack=slack)
+        def handle(run_id: str) -> dict:
+            return handle_run_finished(instance, run_id, {"shop": spec}, warehouse_url=wh, slack=slack)
 
         for k in ("2025-03-02", "2025-03-09"):
             assert handle(scheduled_run(instance, spec, k))["status"] == "failed"
