@@ -168,9 +168,18 @@ def test_a_browser_signs_in_as_viewer_then_operator_and_launches_a_partition(ui:
     dialog = page.get_by_role("dialog")
     partitions = dialog.get_by_role("textbox")
     latest = partitions_def(parse_pipeline(SHOP, "shop.yaml")).get_partition_keys()[-1]  # inside the UI's range
-    partitions.fill(latest)
-    partitions.press("Enter")
-    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    one = dialog.get_by_text("1 partition", exact=True)
+    # The dialog re-renders once it has loaded its partition list, which can drop what was typed
+    # before: type again until the selection shows, up to a generous deadline.
+    for _ in range(6):
+        partitions.fill(latest)
+        partitions.press("Enter")
+        try:
+            expect(one).to_be_visible(timeout=20_000)
+            break
+        except AssertionError:
+            continue
+    expect(one).to_be_visible()
     dialog.get_by_role("button", name="Launch 1 run").click()
     expect(page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))).to_be_visible()
     deadline = time.monotonic() + 300
