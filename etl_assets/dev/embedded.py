@@ -106,6 +106,10 @@ def fill_in(env: Mapping[str, str]) -> tuple[dict[str, str], PostgresServer | No
         defaults = {"ETL_INSTANCE_URL": to_psycopg2(env["ETL_WAREHOUSE_URL"]),
                     "ETL_DEMO_SOURCE_URL": env["ETL_WAREHOUSE_URL"]}
     out.update({k: v for k, v in defaults.items() if k not in env})
+    if env.get("ETL_INSTANCE_URL") and to_psycopg2(env["ETL_INSTANCE_URL"]) != env["ETL_INSTANCE_URL"]:
+        # A plain postgresql:// URL would reach dagster-postgres through psycopg 3, whose
+        # server-side binding breaks its NOTIFY: the same database, through psycopg2.
+        out["ETL_INSTANCE_URL"] = to_psycopg2(env["ETL_INSTANCE_URL"])
     if "ETL_DEMO_MYSQL_URL" not in env and _reachable("127.0.0.1", 3306):
         # The demo's optional MariaDB source; without a server it is skipped.
         out["ETL_DEMO_MYSQL_URL"] = "mysql://root@127.0.0.1:3306/demo_crm"
