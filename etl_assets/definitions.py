@@ -8,6 +8,7 @@ from etl_assets.core.settings import pipelines_dir
 from etl_assets.io.storage import ParquetIOManagerResource
 from etl_assets.ops.lineage import build_lineage_sensors
 from etl_assets.ops.retention import build_retention
+from etl_assets.orchestration import executors
 from etl_assets.orchestration.assets import build_job, build_pipeline_assets
 from etl_assets.orchestration.deadlines import build_deadline_sensors
 from etl_assets.orchestration.schedules import build_schedule
@@ -25,11 +26,8 @@ def build_defs(specs: list[PipelineSpec]) -> dg.Definitions:
         jobs.append(build_job(spec))
     retention_job, retention_schedule = build_retention(specs)
     return dg.Definitions(
-        # Steps run in forked worker processes: a fresh interpreter per step spends 15-25 s
-        # importing; forkserver pays that once per run.
-        executor=dg.multiprocess_executor.configured(
-            {"start_method": {"forkserver": {}}, "max_concurrent": 4}
-        ),
+        # A pipeline's own `executor:` wins for its job; this serves the rest (executors.py).
+        executor=executors.DEFAULT,
         assets=assets,
         jobs=[*jobs, retention_job],
         schedules=[*(build_schedule(spec) for spec in specs), retention_schedule],

@@ -20,6 +20,7 @@ from etl_assets.core.partitions import partitions_def
 from etl_assets.io import contract
 from etl_assets.io.contract import latest_metadata
 from etl_assets.io.storage import ParquetIOManager, PartitionFrames
+from etl_assets.orchestration.executors import executor_for
 from etl_assets.orchestration.layers.loaded import load_partitions
 from etl_assets.orchestration.layers.normalized import normalize_partitions
 from etl_assets.orchestration.layers.raw import extract_partitions
@@ -236,6 +237,7 @@ def build_job(spec: PipelineSpec) -> "AssetJob":
         selection=dg.AssetSelection.groups(spec.name),
         partitions_def=partitions_def(spec),
         description=f"Every asset of {spec.name}: extract, normalize, validate, load, report.",
+        executor_def=executor_for(spec),
         tags={
             tags.PIPELINE: spec.name,
             **({"dagster/max_runtime": str(spec.timeout_minutes * 60)} if spec.timeout_minutes else {}),

@@ -1,7 +1,8 @@
 """Memory limits per step process: `resources: {memory_mb: N}` in a pipeline, or ETL_MEMORY_MB.
 
-Each step runs in its own process under the multiprocess executor, and in the CLI's process
-for `etl-assets run`; either way the limit holds only while the step's body runs.
+Each step runs in the run's process (the default executor, and `etl-assets run`), or in its
+own process for a pipeline with `executor: multiprocess`; either way the limit holds only while
+the step's body runs.
 
 A watchdog thread samples the process's resident memory every 100 ms. Past the limit it
 raises `MemoryLimitExceeded` in the step's thread, which becomes one sentence naming pipeline,

@@ -135,6 +135,7 @@ FIELD_HELP: dict[str, str] = {
     "api_url": "Slack API root.",
     "subject_prefix": "Text put before every email subject.",
     "memory_mb": "Memory limit of each step process, in MB.",
+    "executor": "in_process: every step in the run's process (default); multiprocess: up to 4 steps at once, a process each.",
     "runs_days": "Keep Dagster runs and history this many days.",
     "artifacts_days": "Keep Parquet files, run logs and reports this many days.",
     "keep_last_success": "Never delete the latest successful run of a partition.",

@@ -80,6 +80,8 @@ class PipelineSpec(Strict):
     # Where the sources load; None: the PostgreSQL warehouse (ETL_WAREHOUSE_URL).
     warehouse: WarehouseSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    # Where a run's steps execute (etl_assets.orchestration.executors); None: the code location's default.
+    executor: Literal["in_process", "multiprocess"] | None = None
 
     @field_validator("name")
     @classmethod

@@ -32,9 +32,10 @@ BIG, SMALL = 20_000, 10
 HEADROOM_MB = 300
 
 
-def pipeline(rows: int, slack_url: str, memory_mb: int | None = None) -> dict[str, Any]:
+def pipeline(rows: int, slack_url: str, memory_mb: int | None = None, executor: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": "shop",
+        **({"executor": executor} if executor else {}),
         "timezone": "America/New_York",
         "partitions": {"cadence": "weekly", "start": "2025-01-05"},
         # Retries are allowed, so a memory failure that was retried would show.
@@ -180,8 +181,8 @@ from etl_assets.spec import load_pipeline_file
 defs = build_defs([load_pipeline_file(Path(__file__).with_name("pipeline.yaml"))])
 """
 
-# One run of shop_job through the code location's executor (multiprocess, forkserver), in a
-# fresh interpreter so its step processes see this environment; prints the run id.
+# One run of shop_job through its executor (the pipeline asks for multiprocess: forkserver), in
+# a fresh interpreter so its step processes see this environment; prints the run id.
 RUN_PY = """
 import sys
 import dagster as dg
@@ -209,7 +210,7 @@ def test_the_instance_default_limits_each_step_process_of_the_multiprocess_execu
     env.pop("ETL_MEMORY_MB", None)
 
     def run(rows: int, memory_mb: int | None) -> str:
-        (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline(rows, slack_stub.base_url)))
+        (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline(rows, slack_stub.base_url, executor="multiprocess")))
         extra = {"ETL_MEMORY_MB": str(memory_mb)} if memory_mb else {}
         done = subprocess.run(
             [sys.executable, "-c", RUN_PY, str(tmp_path / "defs.py"), str(ROOT), WEEK],
