@@ -10,7 +10,7 @@ import pytest
 
 from etl_assets.spec import PipelineSpec
 from etl_assets_tests.helpers import ADMIN_URL, Databases, spec_yaml  # noqa: F401
-from etl_assets_tests.stubs import slack_stub, smtp_stub  # noqa: F401  (shared fixtures)
+from etl_assets_tests.stubs import json_api, slack_stub, smtp_stub  # noqa: F401  (shared fixtures)
 
 # The session's one browser, for e2e/ and api/ alike.
 pytest_plugins = ["etl_assets_tests.browser"]

@@ -1,12 +1,13 @@
-"""Local stand-ins for Slack and an SMTP relay that speak the real protocols.
+"""Local stand-ins for Slack, an SMTP relay and a JSON API that speak the real protocols.
 
 Clients under test use their ordinary code paths (slack_sdk over HTTP, smtplib over SMTP), so a
 test checks what would really go over the wire. Use the context managers directly, or the
-`slack_stub` / `smtp_stub` fixtures (import them into a test module or conftest).
+`slack_stub` / `smtp_stub` / `json_api` fixtures (conftest.py makes them available everywhere).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email
 import email.message
@@ -16,7 +17,7 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -175,6 +176,52 @@ def slack_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
         monkeypatch.delenv(var, raising=False)
     with slack_api_stub() as stub:
         yield stub
+
+
+# --- a JSON API -----------------------------------------------------------------------------
+
+
+@dataclass
+class JsonApi:
+    """A GET endpoint answering every path with the same JSON body; `requested` lists the paths."""
+
+    url: str
+    requested: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def json_api_server(body: Any) -> Iterator[JsonApi]:
+    encoded = json.dumps(body).encode()
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield JsonApi(f"http://127.0.0.1:{server.server_address[1]}", requested)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def json_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], JsonApi]]:
+    """Start JSON APIs on 127.0.0.1 (`json_api(body)`); all stop when the test ends."""
+    for var in (*_PROXY_VARS, "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with contextlib.ExitStack() as stack:
+        yield lambda body: stack.enter_context(json_api_server(body))
 
 
 # --- SMTP ---------------------------------------------------------------------------------

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +24,7 @@ from etl_assets_tests.helpers import (
     orders_rows,
     query,
 )
+from etl_assets_tests.stubs import JsonApi
 
 NY = ZoneInfo("America/New_York")
 UTC = dt.UTC
@@ -356,33 +354,10 @@ def test_only_relationships_that_change_the_load_wait_for_their_source(severity:
 
 
 @pytest.fixture
-def catalog_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
-    """A JSON API on 127.0.0.1 serving a two-product catalog; yields its URL and the paths requested."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    requested: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requested.append(self.path)
-            body = json.dumps([{"sku": "A", "price": 1.5}, {"sku": "B", "price": 2.0}]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/products", requested
-    finally:
-        server.shutdown()
-        server.server_close()
+def catalog_api(json_api: Callable[[Any], JsonApi]) -> tuple[str, list[str]]:
+    """A JSON API on 127.0.0.1 serving a two-product catalog: its URL and the paths requested."""
+    api = json_api([{"sku": "A", "price": 1.5}, {"sku": "B", "price": 2.0}])
+    return f"{api.url}/products", api.requested
 
 
 def test_a_full_source_is_extracted_once_per_run(etl_env, instance, catalog_api) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from etl_assets.core.keys import asset_key
 from etl_assets.quality import gx
 from etl_assets.spec import PipelineSpec
 from etl_assets_tests.helpers import create_orders, make_spec, materialize, meta, ny, orders_rows
+from etl_assets_tests.stubs import JsonApi
 
 WEEK = "2025-03-09"
 VALIDATED = asset_key("shop", "validated", "orders")
@@ -120,32 +119,10 @@ def test_quarantining_checks_are_always_validated(etl_env, instance) -> None:
 
 
 @pytest.fixture
-def catalog_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
-    """A JSON API on 127.0.0.1 serving a three-product catalog; yields its URL and the paths requested."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    requested: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requested.append(self.path)
-            body = json.dumps([{"sku": s, "price": p} for s, p in (("A", 1.5), ("B", 2.0), ("C", 3.0))]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/products", requested
-    finally:
-        server.shutdown()
-        server.server_close()
+def catalog_api(json_api: Callable[[Any], JsonApi]) -> tuple[str, list[str]]:
+    """A JSON API on 127.0.0.1 serving a three-product catalog: its URL and the paths requested."""
+    api = json_api([{"sku": s, "price": p} for s, p in (("A", 1.5), ("B", 2.0), ("C", 3.0))])
+    return f"{api.url}/products", api.requested
 
 
 def test_a_full_source_is_extracted_and_processed_once_per_range_run(etl_env, instance, catalog_api) -> None:
