@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 
 ## make test-fast: the tests that need no Dagster webserver or daemon, browser or Celery, on every core.
 test-fast: $(VENV)/.installed-dev
-	$(PY) -m pytest -m "not services" -n auto -q
+	$(PY) -m pytest -m "not services" -n auto --dist worksteal -q
 
 ## make lint: ruff over the repository and mypy over the package (CI runs both before the tests).
 lint: $(VENV)/.installed-dev

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# The smoke profile's UI scenario runs a real Dagster webserver and daemon (`make test-fast` leaves it out).
+pytestmark = pytest.mark.services
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "benchmarks" / "RESULTS.md"
 RATIO_LINE = re.compile(r"^end_to_end_vs_sql_limit_1m: (\d+(?:\.\d+)?)$", re.MULTILINE)

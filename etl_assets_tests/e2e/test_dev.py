@@ -19,6 +19,9 @@ from etl_assets_tests.dagster_services import ROOT, free_port
 
 from .conftest import expect, open_page, shoot
 
+# Every test here starts `etl-assets dev`: a Dagster webserver and daemon (`make test-fast` leaves them out).
+pytestmark = pytest.mark.services
+
 WORKSPACE_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
