@@ -15,8 +15,6 @@ import os
 from typing import Self, TextIO
 
 import dagster as dg
-from rich import progress as rp
-from rich.console import Console
 
 from etl_assets.core.keys import LAYERS
 from etl_assets.orchestration.runner import step_selection
@@ -44,6 +42,10 @@ class Progress:
     """
 
     def __init__(self, spec: PipelineSpec, keys: list[str], step: str | None, stream: TextIO) -> None:
+        # rich takes a few tenths of a second to import; a run without progress never loads it.
+        from rich import progress as rp
+        from rich.console import Console
+
         self.own = _own_stream(stream)
         self.console = Console(file=self.own or stream, soft_wrap=True, highlight=False)
         self.span = keys[0] if len(keys) == 1 else f"{keys[0]} … {keys[-1]}"

@@ -1,12 +1,16 @@
-"""OpenLineage dataset names: namespaces and names per the naming spec.
+"""OpenLineage names: event types, the job namespace, and dataset namespaces and names per
+the naming spec.
 
-Built from scheme, host, port and path alone, so a credential in a URL cannot reach them.
+Dataset names are built from scheme, host, port and path alone, so a credential in a URL
+cannot reach them. Nothing here needs openlineage-python, which only sending an event loads.
 """
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
+import dagster as dg
 from sqlalchemy.engine import make_url
 
 from etl_assets.core.secrets import resolve
@@ -20,6 +24,16 @@ _DATABASES = {
 # Default schema of an unqualified table, where the engine has one.
 _DEFAULT_SCHEMA = {"postgres": "public", "sqlserver": "dbo"}
 
+# The OpenLineage event type of each run status a lineage sensor reacts to.
+EVENT_TYPES = {
+    dg.DagsterRunStatus.STARTED: "START", dg.DagsterRunStatus.SUCCESS: "COMPLETE",
+    dg.DagsterRunStatus.FAILURE: "FAIL", dg.DagsterRunStatus.CANCELED: "ABORT",
+}
+DEFAULT_JOB_NAMESPACE = "etl-assets"
+
+
+def job_namespace() -> str:
+    return os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_JOB_NAMESPACE
 
 
 def _host_port(host: str | None, port: int | None) -> str:
@@ -78,6 +92,3 @@ def warehouse_location(spec: PipelineSpec, default_url: str) -> tuple[str, str]:
             return "file", split.path
         return f"clickhouse://{_host_port(split.hostname, split.port or 8123)}", ""
     return database_location(url)
-
-
-# --- facets from what the run recorded ------------------------------------------------------

@@ -1,6 +1,8 @@
 """The light commands start fast: `etl-assets --help` imports no command, and `history`,
-`show` and `validate` import only what they use (issue 18). Not timed: each check looks at
-`sys.modules` of a fresh interpreter after running the command through click."""
+`show` and `validate` import only what they use (issue 18); `etl-assets run` and the code
+location load neither openlineage nor rich until an event is sent or progress is shown. Not
+timed: each check looks at `sys.modules` of a fresh interpreter after running the command
+through click or importing the module."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import click
 import pytest
 
 from etl_assets.cli import COMMANDS, main
+from etl_assets_tests.helpers import make_spec, spec_yaml
 
 # Runs ARGS through the real group in this fresh process, then prints what it imported.
 SCRIPT = """
@@ -26,6 +29,16 @@ except click.ClickException as e:
     print("click error:", e.format_message())
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
+
+# Imports MODULE in this fresh process, then prints what it imported and the sensors it defines.
+IMPORT_SCRIPT = """
+import importlib, json, sys
+module = importlib.import_module(sys.argv[1])
+sensors = [s.name for s in module.defs.sensors or []] if hasattr(module, "defs") else []
+print(json.dumps({"modules": sorted(sys.modules), "sensors": sensors}))
+"""
+# Loaded only to send an OpenLineage event or to show progress, never to start.
+ON_DEMAND = ("openlineage", "rich")
 
 # What the run, report, jobs and API commands need; no light command may load any of it.
 NEVER_LIGHT = ("great_expectations", "etl_assets.definitions", "etl_assets.orchestration", "etl_assets.api",
@@ -83,3 +96,22 @@ def test_history_and_validate_load_neither_dagster_nor_pandas(args: list[str], t
     """They read specs and the warehouse's history only: no Dagster, pandas or SQLAlchemy."""
     _, modules = _imported(args, tmp_path)
     assert _loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize("module", ["etl_assets.definitions", "etl_assets.cli.run"])
+def test_run_and_code_location_load_neither_openlineage_nor_rich(module: str, tmp_path: Path) -> None:
+    """Lineage configured and a pipeline defined: its lineage sensors exist, yet neither
+    openlineage (needed to send an event) nor rich (needed to show progress) is imported."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    spec = make_spec()
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    (pipelines / f"{spec.name}.yaml").write_text(spec_yaml(data))
+    env = {**os.environ, "ETL_PIPELINES_DIR": str(pipelines), "ETL_HOME": str(tmp_path / "home"),
+           "OPENLINEAGE_URL": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", IMPORT_SCRIPT, module], capture_output=True, text=True,
+                         env=env, timeout=120, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert _loaded(set(loaded["modules"]), ON_DEMAND) == []
+    if module == "etl_assets.definitions":
+        assert "etl_lineage_success_sensor" in loaded["sensors"]
