@@ -74,6 +74,56 @@ class LoadCounts:
         return asdict(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TableRequest:
+    """Create `target` (and `<table>__quarantine`, `__failures`) or bring its columns in line.
+
+    `not_null` names the columns the spec declares `nullable: false`; key columns never
+    hold nulls. New columns and changed types follow `policy` (default: new columns are
+    added, a changed type is a `SourceDataError`); the events `ensure_table` returns say what
+    changed. An `ignored` column is not to be loaded.
+    """
+
+    target: str
+    types: dict[str, str]
+    key: list[str]
+    quarantine: bool = False
+    not_null: Collection[str] = ()
+    strategy: str = "upsert"
+    failures: bool = False
+    policy: SchemaPolicySpec | None = None
+
+
+# eq=False: frames have no single truth value, so requests compare (and hash) by identity.
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LoadRequest:
+    """Make `partition` of `target` hold `frame`, all or nothing; a rerun changes nothing.
+
+    Target columns not in `types` fail the load, or with `on_missing_column="null"` are
+    NULL in the rows it writes; either way they are named in `LoadCounts.missing_columns`.
+    `quarantine` (rows set aside by checks) and `failures` (rows of failing store_failures
+    checks) replace the partition's rows of `<table>__quarantine` and `<table>__failures` in
+    the same load, so a rerun never duplicates them. With `delete_missing` (a full source is the
+    whole truth) the keys of `target` the frame no longer has are deleted (under scd2: their
+    versions closed). Under scd2 a version is valid from its `timestamp_column` value, else
+    from `window_start`.
+    """
+
+    target: str
+    frame: pd.DataFrame
+    types: dict[str, str]
+    key: list[str]
+    partition: str
+    run_id: str
+    strategy: str
+    quarantine: pd.DataFrame | None = None
+    delete_missing: bool = False
+    on_missing_column: MissingColumnPolicy = "fail"
+    failures: pd.DataFrame | None = None
+    window_start: dt.datetime | None = None
+    timestamp_column: str | None = None
+
+
 def side_table(target: str, suffix: str) -> str:
     """`<schema>.<table>__<suffix>`, shortened with a hash past PostgreSQL's name limit."""
     schema, table = target.split(".")
@@ -108,7 +158,8 @@ class BaseWarehouse(ABC):
     """What the assets ask of a warehouse. Targets are `schema.table` on every engine.
 
     `connect()` yields an engine-specific handle that `ensure_table` and `load_partition`
-    take; every other method opens its own.
+    take; every other method opens its own. Those two build a `TableRequest` or a
+    `LoadRequest`, whose docstrings hold their contract, and hand it to the engine.
     """
 
     kind: str
@@ -116,7 +167,6 @@ class BaseWarehouse(ABC):
     @abstractmethod
     def connect(self) -> AbstractContextManager[Any]: ...
 
-    @abstractmethod
     def ensure_table(
         self,
         conn: Any,
@@ -130,15 +180,12 @@ class BaseWarehouse(ABC):
         failures: bool = False,
         policy: SchemaPolicySpec | None = None,
     ) -> list[DriftEvent]:
-        """Create `target` (and `<table>__quarantine`, `__failures`) or bring its columns in line.
+        """Create `target` or bring its columns in line: see `TableRequest`."""
+        return self._ensure(conn, TableRequest(
+            target=target, types=types, key=key, quarantine=quarantine, not_null=not_null,
+            strategy=strategy, failures=failures, policy=policy,
+        ))
 
-        `not_null` names the columns the spec declares `nullable: false`; key columns never
-        hold nulls. New columns and changed types follow `policy` (default: new columns are
-        added, a changed type is a `SourceDataError`); the events say what changed. An
-        `ignored` column is not to be loaded.
-        """
-
-    @abstractmethod
     def load_partition(
         self,
         conn: Any,
@@ -157,14 +204,21 @@ class BaseWarehouse(ABC):
         window_start: dt.datetime | None = None,
         timestamp_column: str | None = None,
     ) -> LoadCounts:
-        """Make `partition` of `target` hold `frame`, all or nothing; a rerun changes nothing.
+        """Load one partition of `target`: see `LoadRequest`."""
+        return self._load(conn, LoadRequest(
+            target=target, frame=frame, types=types, key=key, partition=partition, run_id=run_id,
+            strategy=strategy, quarantine=quarantine, delete_missing=delete_missing,
+            on_missing_column=on_missing_column, failures=failures, window_start=window_start,
+            timestamp_column=timestamp_column,
+        ))
 
-        Target columns not in `types` fail the load, or with `on_missing_column="null"` are
-        NULL in the rows it writes; either way they are named in `LoadCounts.missing_columns`.
-        `failures` (rows of failing store_failures checks) replace the partition's rows of
-        `<table>__failures`. Under scd2 a version is valid from its `timestamp_column` value,
-        else from `window_start`.
-        """
+    @abstractmethod
+    def _ensure(self, conn: Any, req: TableRequest) -> list[DriftEvent]:
+        """`ensure_table` on this engine."""
+
+    @abstractmethod
+    def _load(self, conn: Any, req: LoadRequest) -> LoadCounts:
+        """`load_partition` on this engine."""
 
     @abstractmethod
     def query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from etl_assets.warehouses.base import (
     REPLACING,
     DriftEvent,
     LoadCounts,
+    LoadRequest,
     MissingColumnPolicy,
     missing_columns_error,
     quarantine_table,
@@ -43,32 +44,19 @@ from etl_assets.warehouses.clickhouse.sql_client import (
 )
 
 
-def load_partition(
-    conn: Connection,
-    *,
-    target: str,
-    frame: pd.DataFrame,
-    types: dict[str, str],
-    key: list[str],
-    partition: str,
-    run_id: str,
-    strategy: str,
-    lock_url: str | None,
-    quarantine: pd.DataFrame | None = None,
-    delete_missing: bool = False,
-    on_missing_column: MissingColumnPolicy = "fail",
-    failures: pd.DataFrame | None = None,
-) -> LoadCounts:
-    """Swap in the partition's new content; unchanged rows are carried over untouched.
+def load_partition(conn: Connection, req: LoadRequest, *, lock_url: str | None) -> LoadCounts:
+    """`LoadRequest` on ClickHouse: the partition's new content swapped in, unchanged rows
+    carried over untouched, the partition of `<table>__quarantine` replaced too.
 
-    With `quarantine`, the partition of `<table>__quarantine` is replaced by it too, so a
-    rerun never duplicates those rows. `lock_url` is the PostgreSQL database whose advisory
-    lock serializes a server's loads of one table.
+    `lock_url` is the PostgreSQL database whose advisory lock serializes a server's loads of
+    one table.
     """
-    if strategy not in ("upsert", *REPLACING) or failures is not None:
-        raise SourceDataError(f"{target}: {'store_failures' if failures is not None else strategy} is not supported on ClickHouse")
-    strategy = "replace_partition" if strategy in REPLACING else strategy
-    if delete_missing:
+    target, frame, partition = req.target, req.frame, req.partition
+    if req.strategy not in ("upsert", *REPLACING) or req.failures is not None:
+        what = "store_failures" if req.failures is not None else req.strategy
+        raise SourceDataError(f"{target}: {what} is not supported on ClickHouse")
+    strategy = "replace_partition" if req.strategy in REPLACING else req.strategy
+    if req.delete_missing:
         raise SourceDataError(
             f"{target}: load.delete_missing is not supported on ClickHouse yet; "
             "use strategy replace_partition or a PostgreSQL warehouse"
@@ -78,12 +66,10 @@ def load_partition(
         stages = _Stages(conn, target, locked=conn.endpoint.embedded or bool(lock_url))
         try:
             stages.drop_stale()
-            load = _stage(conn, stages, target, frame, types, key, partition, run_id, on_missing_column, counts)
-            if quarantine is not None:
-                counts.quarantined = _replace_quarantine(
-                    conn, stages, target, types, partition, run_id, quarantine
-                )
-            if key:
+            load = _stage(conn, stages, req, counts)
+            if req.quarantine is not None:
+                counts.quarantined = _replace_quarantine(conn, stages, req, req.quarantine)
+            if req.key:
                 _load_keyed(conn, stages, load, strategy, counts)
             else:
                 # Without a key a partition can only be replaced whole.
@@ -98,33 +84,30 @@ def load_partition(
     return counts
 
 
-def _stage(
-    conn: Connection, stages: _Stages, target: str, frame: pd.DataFrame, types: dict[str, str],
-    key: list[str], partition: str, run_id: str, on_missing_column: MissingColumnPolicy,
-    counts: LoadCounts,
-) -> _Load:
+def _stage(conn: Connection, stages: _Stages, req: LoadRequest, counts: LoadCounts) -> _Load:
     """Stage the rows (`s_in`) and an empty copy of the target (`s_out`) for its new content."""
+    target, types, key = req.target, req.types, req.key
     cols = list(types)
     columns = conn.columns(target)
-    _check_nulls(target, frame, cols, columns)
-    counts.missing_columns = _gone(target, types, columns, on_missing_column)
+    _check_nulls(target, req.frame, cols, columns)
+    counts.missing_columns = _gone(target, types, columns, req.on_missing_column)
     counts.drift = [
         DriftEvent(c, "missing", columns[c], "NULL in the rows written").as_dict() for c in counts.missing_columns
     ]
     typed = ", ".join(f"{ident(c)} {columns[c]}" for c in cols)
     s_in = stages.create("in", f"({typed}, `record_hash` String) ENGINE = Memory")
-    conn.insert(s_in, frame[cols + ["record_hash"]], arrow_schema(types, ["record_hash"]))
+    conn.insert(s_in, req.frame[cols + ["record_hash"]], arrow_schema(types, ["record_hash"]))
     if key:
         dupes = conn.scalar(f"SELECT count() - uniqExact({names(key)}) FROM {s_in}")
         if dupes:
             raise SourceDataError(
-                f"{target} partition {partition}: {dupes} staged row(s) repeat a "
+                f"{target} partition {req.partition}: {dupes} staged row(s) repeat a "
                 "primary key value"
             )
     return _Load(
         target=target, key=key, cols=cols, s_in=s_in,
         s_out=stages.create("out", f"AS {qualified(target)}"),
-        params=_stamp(conn, target, partition, run_id),
+        params=_stamp(conn, target, req.partition, req.run_id),
         gone=counts.missing_columns,
     )
 
@@ -343,17 +326,14 @@ def _check_nulls(
             )
 
 
-def _replace_quarantine(
-    conn: Connection, stages: _Stages, target: str, types: dict[str, str], partition: str,
-    run_id: str, frame: pd.DataFrame,
-) -> int:
-    qt = quarantine_table(target)
-    cols = list(types)
+def _replace_quarantine(conn: Connection, stages: _Stages, req: LoadRequest, frame: pd.DataFrame) -> int:
+    qt = quarantine_table(req.target)
+    cols = list(req.types)
     stage = stages.create("q", f"AS {qualified(qt)}")
     rows = frame.reindex(columns=cols + ["record_hash", "_check", "_reason"]).assign(
-        _partition=partition, _run_id=run_id
+        _partition=req.partition, _run_id=req.run_id
     )
     text = ["record_hash", "_check", "_reason", "_partition", "_run_id"]
-    conn.insert(stage, rows, arrow_schema(types, text))
-    _swap(conn, qt, stage, partition)
+    conn.insert(stage, rows, arrow_schema(req.types, text))
+    _swap(conn, qt, stage, req.partition)
     return len(frame)

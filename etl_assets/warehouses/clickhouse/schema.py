@@ -11,34 +11,24 @@ from collections.abc import Collection
 
 from etl_assets.sources.base import SourceDataError
 from etl_assets.spec import SchemaPolicySpec
-from etl_assets.warehouses.base import REPLACING, DriftEvent, quarantine_table
+from etl_assets.warehouses.base import REPLACING, DriftEvent, TableRequest, quarantine_table
 from etl_assets.warehouses.clickhouse.configuration import CH_TYPES, META_DDL, QUARANTINE_META_DDL
 from etl_assets.warehouses.clickhouse.sql_client import Connection, ident, key_expr, qualified
 
 
-def ensure_table(
-    conn: Connection,
-    target: str,
-    types: dict[str, str],
-    key: list[str],
-    *,
-    quarantine: bool = False,
-    not_null: Collection[str] = (),
-    strategy: str = "upsert",
-    failures: bool = False,
-    policy: SchemaPolicySpec | None = None,
-) -> list[DriftEvent]:
-    """`BaseWarehouse.ensure_table` on ClickHouse."""
+def ensure_table(conn: Connection, req: TableRequest) -> list[DriftEvent]:
+    """`TableRequest` on ClickHouse."""
+    target, types, key, strategy = req.target, req.types, req.key, req.strategy
     # append, scd2, store_failures and widening are PostgreSQL-only: the spec refuses them.
-    if strategy not in ("upsert", *REPLACING) or failures:
-        raise SourceDataError(f"{target}: {'store_failures' if failures else strategy} is not supported on ClickHouse")
-    policy = policy or SchemaPolicySpec()
+    if strategy not in ("upsert", *REPLACING) or req.failures:
+        raise SourceDataError(f"{target}: {'store_failures' if req.failures else strategy} is not supported on ClickHouse")
+    policy = req.policy or SchemaPolicySpec()
     events: list[DriftEvent] = []
     db, _ = target.split(".")
     conn.command(f"CREATE DATABASE IF NOT EXISTS {ident(db)}")
     info = conn.table_info(target)
     if info is None:
-        _create(conn, target, types, key, not_null)
+        _create(conn, target, types, key, req.not_null)
     else:
         engine, sorting = info
         have = _sorting_columns(sorting)
@@ -49,7 +39,7 @@ def ensure_table(
             )
         events = _add_columns(conn, target, types, policy)
     ignored = {e.column for e in events if e.change == "ignored"}
-    if quarantine:
+    if req.quarantine:
         _ensure_quarantine(conn, target, {c: t for c, t in types.items() if c not in ignored})
     return events
 

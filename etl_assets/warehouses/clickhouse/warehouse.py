@@ -7,12 +7,17 @@ local runs and tests execute exactly the SQL a server gets. KPI queries run with
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from etl_assets.warehouses.base import BaseWarehouse, DriftEvent, LoadCounts, MissingColumnPolicy
+from etl_assets.warehouses.base import (
+    BaseWarehouse,
+    DriftEvent,
+    LoadCounts,
+    LoadRequest,
+    TableRequest,
+)
 from etl_assets.warehouses.clickhouse import load, schema
 from etl_assets.warehouses.clickhouse.configuration import CH_TYPES, parse_url
 from etl_assets.warehouses.clickhouse.locks import directory_lock, nothing
@@ -28,8 +33,6 @@ from etl_assets.warehouses.clickhouse.sql_client import (
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from etl_assets.spec import SchemaPolicySpec
 
 # Relationship checks send the values they look up in chunks, to keep each request small.
 _VALUES_PER_QUERY = 5000
@@ -63,53 +66,12 @@ class ClickHouseWarehouse(BaseWarehouse):
             finally:
                 client.close()
 
-    def ensure_table(
-        self,
-        conn: Connection,
-        target: str,
-        types: dict[str, str],
-        key: list[str],
-        *,
-        quarantine: bool = False,
-        not_null: Collection[str] = (),
-        strategy: str = "upsert",
-        failures: bool = False,
-        policy: SchemaPolicySpec | None = None,
-    ) -> list[DriftEvent]:
-        return schema.ensure_table(
-            conn, target, types, key, quarantine=quarantine, not_null=not_null,
-            strategy=strategy, failures=failures, policy=policy,
-        )
+    def _ensure(self, conn: Connection, req: TableRequest) -> list[DriftEvent]:
+        return schema.ensure_table(conn, req)
 
-    def load_partition(
-        self,
-        conn: Connection,
-        *,
-        target: str,
-        frame: pd.DataFrame,
-        types: dict[str, str],
-        key: list[str],
-        partition: str,
-        run_id: str,
-        strategy: str,
-        quarantine: pd.DataFrame | None = None,
-        delete_missing: bool = False,
-        on_missing_column: MissingColumnPolicy = "fail",
-        failures: pd.DataFrame | None = None,
-        window_start: dt.datetime | None = None,
-        timestamp_column: str | None = None,
-    ) -> LoadCounts:
-        """Swap in the partition's new content; unchanged rows are carried over untouched.
-
-        With `quarantine`, the partition of `<table>__quarantine` is replaced by it too, so a
-        rerun never duplicates those rows. scd2 is PostgreSQL-only, so the validity arguments
-        are not used here.
-        """
-        return load.load_partition(
-            conn, target=target, frame=frame, types=types, key=key, partition=partition,
-            run_id=run_id, strategy=strategy, lock_url=self.lock_url, quarantine=quarantine,
-            delete_missing=delete_missing, on_missing_column=on_missing_column, failures=failures,
-        )
+    def _load(self, conn: Connection, req: LoadRequest) -> LoadCounts:
+        # scd2 is PostgreSQL-only, so the validity fields are not used here.
+        return load.load_partition(conn, req, lock_url=self.lock_url)
 
     # --- queries ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from etl_assets.warehouses.base import (
     REPLACING,
     DriftEvent,
     LoadCounts,
+    LoadRequest,
     MissingColumnPolicy,
     missing_columns_error,
     side_table,
@@ -32,64 +33,46 @@ from etl_assets.warehouses.postgres.scd2 import VERSION_COLUMNS, load_versions
 from etl_assets.warehouses.postgres.sql_client import column_types, copy_in, first_row, xact_lock
 
 
-def load_partition(
-    conn: psycopg.Connection,
-    *,
-    target: str,
-    frame: pd.DataFrame,
-    types: dict[str, str],
-    key: list[str],
-    partition: str,
-    run_id: str,
-    strategy: str,
-    quarantine: pd.DataFrame | None = None,
-    delete_missing: bool = False,
-    on_missing_column: MissingColumnPolicy = "fail",
-    failures: pd.DataFrame | None = None,
-    window_start: dt.datetime | None = None,
-    timestamp_column: str | None = None,
-) -> LoadCounts:
-    """Load one partition in one transaction. Concurrent loads of it are serialized.
-
-    With `quarantine` (or `failures`), the partition's rows in `<table>__quarantine` (or
-    `__failures`) are replaced by it in the same transaction, so a rerun never duplicates them.
-    """
-    schema, table = target.split(".")
+def load_partition(conn: psycopg.Connection, req: LoadRequest) -> LoadCounts:
+    """`LoadRequest` on PostgreSQL, in one transaction. Concurrent loads of it are serialized;
+    its side-table rows are replaced in the same transaction."""
+    frame, key, partition, run_id = req.frame, req.key, req.partition, req.run_id
+    schema, table = req.target.split(".")
     tgt = sql.Identifier(schema, table)
-    cols = list(types)
-    versioned = strategy == "scd2"
+    cols = list(req.types)
+    versioned = req.strategy == "scd2"
     counts = LoadCounts(partition, staged=len(frame))
     with conn.transaction():
         # The versions of a key span partitions, so scd2 loads of a table take turns.
-        xact_lock(conn, *(("load", target) if versioned else ("load", target, partition)))
-        gone = _gone_columns(conn, target, types, on_missing_column, counts)
+        xact_lock(conn, *(("load", req.target) if versioned else ("load", req.target, partition)))
+        gone = _gone_columns(conn, req.target, req.types, req.on_missing_column, counts)
         # Written NULL where the policy says so; under keep, left as stored when updating.
-        nulled = [] if on_missing_column == "keep" and not versioned else gone
-        valid_from = _valid_from(frame, timestamp_column, window_start) if versioned else None
-        _stage(conn, types, frame, partition, valid_from)
-        if quarantine is not None:
-            counts.quarantined = _replace_side(conn, target, "quarantine", cols, partition, run_id, quarantine)
-        if failures is not None:
-            counts.failures_stored = _replace_side(conn, target, "failures", cols, partition, run_id, failures)
+        nulled = [] if req.on_missing_column == "keep" and not versioned else gone
+        valid_from = _valid_from(frame, req.timestamp_column, req.window_start) if versioned else None
+        _stage(conn, req.types, frame, partition, valid_from)
+        if req.quarantine is not None:
+            counts.quarantined = _replace_side(conn, req, "quarantine", req.quarantine)
+        if req.failures is not None:
+            counts.failures_stored = _replace_side(conn, req, "failures", req.failures)
         if versioned:
             _index_stage(conn, key)
             opened, counts.updated, closed, counts.unchanged = load_versions(
                 conn, tgt, key=key, cols=cols, gone=gone, run_id=run_id,
-                window_start=window_start or dt.datetime.now(dt.UTC), delete_missing=delete_missing,
+                window_start=req.window_start or dt.datetime.now(dt.UTC), delete_missing=req.delete_missing,
             )
             counts.inserted = counts.versions_opened = opened
             counts.versions_closed = closed
         elif not key:
             _replace_set(conn, tgt, cols, gone, partition, run_id, counts)
-        elif not delete_missing and _holds_exactly(conn, tgt, partition, len(frame), key, cols, nulled):
+        elif not req.delete_missing and _holds_exactly(conn, tgt, partition, len(frame), key, cols, nulled):
             counts.unchanged = len(frame)  # a rerun over unchanged data: nothing to write
-        elif strategy == "append":
+        elif req.strategy == "append":
             _index_stage(conn, key)
             counts.inserted = _append(conn, tgt, key, cols, gone, run_id)
             counts.unchanged = counts.staged - counts.inserted
         else:
             _index_stage(conn, key)
-            counts.deleted = _delete_unstaged(conn, tgt, key, partition, strategy, delete_missing)
+            counts.deleted = _delete_unstaged(conn, tgt, key, partition, req.strategy, req.delete_missing)
             counts.inserted, counts.updated = _upsert(conn, tgt, key, cols, gone, nulled, run_id)
             counts.unchanged = counts.staged - counts.inserted - counts.updated
         conn.execute("DROP TABLE _stage")
@@ -300,16 +283,13 @@ def _holds_exactly(
     ))
     return held == n and matching == n
 
-def _replace_side(
-    conn: psycopg.Connection, target: str, suffix: str, cols: list[str], partition: str, run_id: str,
-    frame: pd.DataFrame,
-) -> int:
+def _replace_side(conn: psycopg.Connection, req: LoadRequest, suffix: str, frame: pd.DataFrame) -> int:
     """Replace the partition's rows of `<table>__quarantine` or `__failures` by `frame`."""
-    name = side_table(target, suffix)
+    name, cols, partition = side_table(req.target, suffix), list(req.types), req.partition
     conn.execute(sql.SQL("DELETE FROM {} WHERE _partition = %s").format(sql.Identifier(*name.split("."))), (partition,))
     q_cols = cols + ["record_hash", "_check", "_reason", "_partition", "_run_id"]
     rows = frame.reindex(columns=cols + ["record_hash", "_check", "_reason"]).assign(
-        _partition=partition, _run_id=run_id
+        _partition=partition, _run_id=req.run_id
     )
     copy_in(conn, name, q_cols, rows)
     return len(frame)

@@ -7,14 +7,12 @@ or left out; a type change fails, or widens the column when that is exact. Each 
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import psycopg
 from psycopg import sql
 
 from etl_assets.sources.base import SourceDataError
 from etl_assets.spec import SchemaPolicySpec
-from etl_assets.warehouses.base import DriftEvent, current_view, side_table
+from etl_assets.warehouses.base import DriftEvent, TableRequest, current_view, side_table
 from etl_assets.warehouses.postgres.configuration import (
     HOLDS,
     META_DDL,
@@ -27,22 +25,12 @@ from etl_assets.warehouses.postgres.scd2 import VERSION_DDL
 from etl_assets.warehouses.postgres.sql_client import column_types, create_schema, xact_lock
 
 
-def ensure_table(
-    conn: psycopg.Connection,
-    target: str,
-    types: dict[str, str],
-    key: list[str],
-    *,
-    quarantine: bool = False,
-    not_null: Collection[str] = (),
-    strategy: str = "upsert",
-    failures: bool = False,
-    policy: SchemaPolicySpec | None = None,
-) -> list[DriftEvent]:
-    """`BaseWarehouse.ensure_table` on PostgreSQL."""
+def ensure_table(conn: psycopg.Connection, req: TableRequest) -> list[DriftEvent]:
+    """`TableRequest` on PostgreSQL."""
     # `not_null` is not enforced here: normalize already rejects nulls in such columns.
+    target, types, strategy = req.target, req.types, req.strategy
     check_identifiers(types)
-    policy = policy or SchemaPolicySpec()
+    policy = req.policy or SchemaPolicySpec()
     schema, table = target.split(".")
     with conn.transaction():
         # Two runs creating the same table at once would race on the catalog.
@@ -50,7 +38,7 @@ def ensure_table(
         create_schema(conn, schema)
         existing = column_types(conn, schema, table)
         if not existing:
-            _create(conn, target, types, key, versioned=strategy == "scd2")
+            _create(conn, target, types, req.key, versioned=strategy == "scd2")
             events: list[DriftEvent] = []
         else:
             versioned = "valid_from" in existing
@@ -64,7 +52,7 @@ def ensure_table(
         loaded = {c: t for c, t in types.items() if c not in {e.column for e in events if e.change == "ignored"}}
         if strategy == "scd2" and (not existing or events):
             _create_current_view(conn, target)
-    for wanted, suffix in ((quarantine, "quarantine"), (failures, "failures")):
+    for wanted, suffix in ((req.quarantine, "quarantine"), (req.failures, "failures")):
         if wanted:
             _ensure_side(conn, target, loaded, suffix)
     return events

@@ -5,8 +5,7 @@ DDL lives in `schema.py`, partition loads in `load.py`; this class binds them to
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +14,19 @@ from psycopg import sql
 
 from etl_assets.core.secrets import redact
 from etl_assets.core.sql import bind_named
-from etl_assets.warehouses.base import BaseWarehouse, DriftEvent, LoadCounts, MissingColumnPolicy
+from etl_assets.warehouses.base import (
+    BaseWarehouse,
+    DriftEvent,
+    LoadCounts,
+    LoadRequest,
+    TableRequest,
+)
 from etl_assets.warehouses.postgres import load, schema, sql_client
 from etl_assets.warehouses.postgres.configuration import PG_TYPES
 from etl_assets.warehouses.postgres.sql_client import first_row
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from etl_assets.spec import SchemaPolicySpec
 
 
 class Warehouse(BaseWarehouse):
@@ -47,48 +50,11 @@ class Warehouse(BaseWarehouse):
         with sql_client.connect(self.url) as conn:
             yield conn
 
-    def ensure_table(
-        self,
-        conn: psycopg.Connection,
-        target: str,
-        types: dict[str, str],
-        key: list[str],
-        *,
-        quarantine: bool = False,
-        not_null: Collection[str] = (),
-        strategy: str = "upsert",
-        failures: bool = False,
-        policy: SchemaPolicySpec | None = None,
-    ) -> list[DriftEvent]:
-        return schema.ensure_table(
-            conn, target, types, key, quarantine=quarantine, not_null=not_null,
-            strategy=strategy, failures=failures, policy=policy,
-        )
+    def _ensure(self, conn: psycopg.Connection, req: TableRequest) -> list[DriftEvent]:
+        return schema.ensure_table(conn, req)
 
-    def load_partition(
-        self,
-        conn: psycopg.Connection,
-        *,
-        target: str,
-        frame: pd.DataFrame,
-        types: dict[str, str],
-        key: list[str],
-        partition: str,
-        run_id: str,
-        strategy: str,
-        quarantine: pd.DataFrame | None = None,
-        delete_missing: bool = False,
-        on_missing_column: MissingColumnPolicy = "fail",
-        failures: pd.DataFrame | None = None,
-        window_start: dt.datetime | None = None,
-        timestamp_column: str | None = None,
-    ) -> LoadCounts:
-        return load.load_partition(
-            conn, target=target, frame=frame, types=types, key=key, partition=partition,
-            run_id=run_id, strategy=strategy, quarantine=quarantine, delete_missing=delete_missing,
-            on_missing_column=on_missing_column, failures=failures, window_start=window_start,
-            timestamp_column=timestamp_column,
-        )
+    def _load(self, conn: psycopg.Connection, req: LoadRequest) -> LoadCounts:
+        return load.load_partition(conn, req)
 
     # --- queries ----------------------------------------------------------------------------
 
