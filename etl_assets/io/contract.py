@@ -45,6 +45,8 @@ SCHEMA_DRIFT = "schema_drift"  # [{"partition": ..., **drift event}]
 REPORT = "report"
 REPORT_PATH = "report_path"
 REPORT_PATHS = "report_paths"  # {partition: {"html": path, "md": path}}
+CHARTS_DRAWN = "charts_drawn"  # charts the step drew because their data changed
+CHARTS_REUSED = "charts_reused"  # charts whose data had not, reused as first drawn
 # Asset definition metadata (fixed per asset, not per materialization).
 SOURCE_KIND = "source_kind"
 TABLE_NAME = "dagster/table_name"

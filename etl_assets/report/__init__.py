@@ -1,7 +1,8 @@
 """The per-partition report: KPI tables and a chart, per-source counts and check outcomes.
 
 Rendered from Jinja2 templates to HTML and Markdown files, and to Markdown for the UI. Charts
-(`report.charts`) are PNGs embedded as data URLs, so a report is one self-contained file.
+(`report.charts`) are PNGs embedded as data URLs, so a report is one self-contained file; a
+chart whose data did not change is reused, and the report says since when.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from upath import UPath
 from etl_assets.core.partitions import Window
 from etl_assets.io.preview import format_cell as fmt
 from etl_assets.io.preview import markdown_table, numeric_columns
-from etl_assets.report.charts import chart_png, trend_png
+from etl_assets.report.charts import Chart, ChartStore, kpi_chart, trend_chart
 from etl_assets.report.charts import kpi_figure as kpi_figure  # re-exported
 from etl_assets.report.charts import trend_figure as trend_figure  # re-exported
 from etl_assets.spec import KpiSpec, PipelineSpec, check_name
@@ -126,9 +127,20 @@ def range_words(spec: PipelineSpec, first: Window, last: Window) -> str:
     return words.replace("week of", "weeks of", 1).replace(" to week of ", " to ")
 
 
-def generated_words(spec: PipelineSpec, at: dt.datetime) -> str:
+def _clock(spec: PipelineSpec, at: dt.datetime) -> str:
     local = at.astimezone(ZoneInfo(spec.timezone))
-    return f"Generated {_day(local)}, {local:%H:%M} {place(spec.timezone)}"
+    return f"{_day(local)}, {local:%H:%M} {place(spec.timezone)}"
+
+
+def generated_words(spec: PipelineSpec, at: dt.datetime) -> str:
+    return f"Generated {_clock(spec, at)}"
+
+
+def chart_words(spec: PipelineSpec, chart: Chart | None) -> str:
+    """`Chart unchanged since 9 Mar 2025, 14:02 New York time` for a reused chart, else nothing."""
+    if chart is None or not chart.reused or chart.drawn_at is None:
+        return ""
+    return f"Chart unchanged since {_clock(spec, chart.drawn_at)}"
 
 
 # --- headline and rows ------------------------------------------------------------------------
@@ -215,12 +227,22 @@ def _source_row(s: SourceSummary) -> dict[str, Any]:
     return {**s.__dict__, **{k: fmt(getattr(s, k)) for k in counts}, "checks": check_rows(s.checks)}
 
 
+def _kpi_context(spec: PipelineSpec, kpi: KpiSpec, frame: pd.DataFrame, charts: ChartStore, report: str) -> dict[str, Any]:
+    chart = kpi_chart(charts, report, frame, kpi)
+    return {"title": kpi.title or kpi.name, "markdown": markdown_table(frame), "html": html_table(frame),
+            "chart": chart.png if chart else None, "chart_note": chart_words(spec, chart)}
+
+
 def page_context(
     spec: PipelineSpec, when: str, kpis: list[tuple[KpiSpec, pd.DataFrame]], status: str, status_reason: str,
-    run: ReportRun | None,
+    run: ReportRun | None, *, charts: ChartStore | None = None, report: str = "",
 ) -> dict[str, Any]:
-    """What every report page says: title, window, status, KPIs and where it came from."""
+    """What every report page says: title, window, status, KPIs and where it came from.
+
+    `charts` keeps and reuses the charts of the report named `report` (default: drawn, not kept).
+    """
     run = run or ReportRun(dt.datetime.now(dt.timezone.utc))
+    charts = charts if charts is not None else ChartStore()
     return {
         "title": spec.report.title or f"{spec.name} report",
         "when": f"{when}, {place(spec.timezone)}",
@@ -229,11 +251,7 @@ def page_context(
         "generated": generated_words(spec, run.generated_at),
         "run_id": (run.run_id or "")[:8],
         "run_url": run.run_url,
-        "kpis": [
-            {"title": k.title or k.name, "markdown": markdown_table(df), "html": html_table(df),
-             "chart": chart_png(df, k)}
-            for k, df in kpis
-        ],
+        "kpis": [_kpi_context(spec, k, df, charts, report) for k, df in kpis],
     }
 
 
@@ -251,15 +269,21 @@ def render(
     trend: dict[str, list[tuple[str, int]]] | None = None,
     previous: tuple[Window, list[tuple[KpiSpec, pd.DataFrame]]] | None = None,
     run: ReportRun | None = None,
+    charts: ChartStore | None = None,
 ) -> tuple[str, str]:
-    """The report of one window, as Markdown (for the UI) and a self-contained HTML page."""
+    """The report of one window, as Markdown (for the UI) and a self-contained HTML page;
+    `charts` keeps and reuses its charts (default: drawn, not kept)."""
+    charts = charts if charts is not None else ChartStore()
+    rows_chart = trend_chart(charts, window.key, trend or {})
     context = {
-        **page_context(spec, window_words(spec, window), kpis, status, status_reason, run),
+        **page_context(spec, window_words(spec, window), kpis, status, status_reason, run,
+                       charts=charts, report=window.key),
         "partition": window.key,
         "period": PERIODS.get(spec.partitions.cadence, "window"),
         "headline": headline(kpis, previous[1] if previous else None),
         "previous": window_words(spec, previous[0]) if previous else "",
-        "trend": trend_png(trend or {}),
+        "trend": rows_chart.png if rows_chart else None,
+        "trend_note": chart_words(spec, rows_chart),
         "sources": [_source_row(s) for s in sources],
         "contracts": contracts_context(spec, window.key, sources),
     }
@@ -268,9 +292,19 @@ def render(
     return md, page
 
 
+def reports_folder(base: str, pipeline: str) -> UPath:
+    """`<base>/<pipeline>/reports/`: the reports, and their kept charts in `.charts/`."""
+    return UPath(base) / pipeline / "reports"
+
+
+def chart_store(base: str, pipeline: str) -> ChartStore:
+    """The store that keeps `pipeline`'s report charts beside its reports."""
+    return ChartStore(reports_folder(base, pipeline) / ".charts")
+
+
 def write(base: str, pipeline: str, partition: str, md: str, page: str) -> RenderedReport:
     """Write both files atomically under `<base>/<pipeline>/reports/`."""
-    folder = UPath(base) / pipeline / "reports"
+    folder = reports_folder(base, pipeline)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for ext, text in (("md", md), ("html", page)):

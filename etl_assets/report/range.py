@@ -15,6 +15,7 @@ import pandas as pd
 from etl_assets import quality
 from etl_assets.core.partitions import Window
 from etl_assets.report import (
+    ChartStore,
     ReportRun,
     SourceSummary,
     fmt,
@@ -26,6 +27,11 @@ from etl_assets.report import (
     window_words,
 )
 from etl_assets.spec import KpiSpec, PipelineSpec
+
+
+def range_name(first: str, last: str) -> str:
+    """`<first>_<last>`: the file name of the report over a range, and the owner of its charts."""
+    return f"{first}_{last}"
 
 
 def rows_table(spec: PipelineSpec, windows: list[Window], per_partition: dict[str, list[SourceSummary]]) -> list[list[str]]:
@@ -86,10 +92,13 @@ def render_range(
     run: ReportRun | None = None,
     status: str = "success",
     status_reason: str = "",
+    charts: ChartStore | None = None,
 ) -> tuple[str, str]:
-    """Markdown and HTML of the range `windows[0]` … `windows[-1]`; `kpis` ran over all of it."""
+    """Markdown and HTML of the range `windows[0]` … `windows[-1]`; `kpis` ran over all of it.
+    `charts` keeps and reuses its charts (default: drawn, not kept)."""
     context = {
-        **page_context(spec, range_words(spec, windows[0], windows[-1]), kpis, status, status_reason, run),
+        **page_context(spec, range_words(spec, windows[0], windows[-1]), kpis, status, status_reason, run,
+                       charts=charts, report=range_name(windows[0].key, windows[-1].key)),
         "sources": [s.name for s in spec.sources],
         "rows": rows_table(spec, windows, per_partition),
         "checks": rolled_up_checks(spec, per_partition),
