@@ -50,9 +50,12 @@ def page(browser, request):
     context.set_default_timeout(120_000)
     context.set_default_navigation_timeout(180_000)
     pg = context.new_page()
-    # Dagster's one-time "Join the Dagster community" prompt, on a fresh instance.
+    # Dagster's one-time "Join the Dagster community" prompt, on a fresh instance. Its Skip button
+    # gets the click event itself: a loading overlay drawn over the page (the launch dialog's, on
+    # a loaded machine) would intercept a pointer click for as long as it stays.
     pg.add_locator_handler(
-        pg.get_by_text("Join the Dagster community"), lambda: pg.get_by_role("button", name="Skip").click()
+        pg.get_by_text("Join the Dagster community"),
+        lambda: pg.get_by_role("button", name="Skip").dispatch_event("click"),
     )
     yield pg
     failed = getattr(request.node, "rep_call", None)
