@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from etl_assets.spec import PipelineSpec
-from etl_assets_tests.helpers import ADMIN_URL, Databases, spec_yaml  # noqa: F401
+from etl_assets_tests.helpers import ADMIN_URL, Databases, run_cli, spec_yaml  # noqa: F401
 from etl_assets_tests.stubs import json_api, slack_stub, smtp_stub  # noqa: F401  (shared fixtures)
 
 # The session's one browser, for e2e/ and api/ alike.
@@ -75,21 +76,16 @@ def etl_env(tmp_path: Path, warehouse_url: str, source_url: str, monkeypatch: py
 
 @pytest.fixture
 def etl_cli(etl_env: dict[str, str], tmp_path: Path):
-    """Run `etl-assets ARGS` as a user does, in a subprocess seeing the test's environment.
+    """Run `etl-assets ARGS` with the test's environment, in this process (`run_cli`).
 
     Specs written with `write_spec` are the pipelines it knows (ETL_PIPELINES_DIR).
     """
-    import subprocess
-    import sys
-
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir(exist_ok=True)
     env = {**os.environ, **etl_env, "ETL_PIPELINES_DIR": str(pipelines)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "etl_assets.cli", *args], env=env, capture_output=True, text=True, timeout=600
-        )
+        return run_cli(env, *args)
 
     def write_spec(spec: PipelineSpec) -> None:
         data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")

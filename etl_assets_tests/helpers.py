@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import subprocess
+import traceback
 import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import psycopg
 import yaml
+from click.testing import CliRunner
 from psycopg import sql
 
+from etl_assets.cli import main as cli_main
 from etl_assets.io.storage import ParquetIOManagerResource
 from etl_assets.orchestration.assets import build_pipeline_assets
 from etl_assets.spec import PipelineSpec, parse_pipeline
@@ -168,3 +174,36 @@ SCHEDULED_SHOP: dict[str, Any] = {
         }
     ],
 }
+
+
+@contextlib.contextmanager
+def _process_state(env: Mapping[str, str], cwd: str | os.PathLike[str] | None) -> Iterator[None]:
+    """This process's environment is exactly `env` (and its directory `cwd`) until the block
+    ends, as a child process would see them; whatever a command exported is undone after."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+
+
+def run_cli(env: Mapping[str, str], *args: str, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
+    """`etl-assets ARGS` in this process: the same command, exit code, stdout and stderr as a
+    subprocess gives, without paying for Python, Dagster and great-expectations to start again.
+
+    An exception the command lets escape is printed to stderr with exit code 1, as the
+    interpreter would, so a test asserting "no traceback" still sees one. Tests of the process
+    itself (start-up, signals, terminals, `--version`) start a real one.
+    """
+    with _process_state(env, cwd):
+        result = CliRunner().invoke(cli_main, list(args), prog_name="etl-assets", catch_exceptions=True)
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["etl-assets", *args], result.exit_code, result.stdout, stderr)

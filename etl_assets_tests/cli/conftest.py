@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from etl_assets_tests.dagster_services import BIN, ROOT, DagsterServices
-from etl_assets_tests.helpers import Databases, create_orders
+from etl_assets_tests.helpers import Databases, create_orders, run_cli
 
 NY = ZoneInfo("America/New_York")
 WEEKS = ["2025-03-02", "2025-03-09", "2025-03-16", "2025-03-23", "2025-03-30", "2025-04-06"]
@@ -94,12 +93,9 @@ def start_daemon() -> Callable[[DagsterServices], None]:
 
 @pytest.fixture
 def ops_cli() -> Callable[..., subprocess.CompletedProcess]:
-    """`etl-assets ARGS` in a subprocess with environment `env`, as a user runs it."""
+    """`etl-assets ARGS` with environment `env`, in this process (`run_cli`)."""
 
     def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "etl_assets.cli", *args],
-            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=False,
-        )
+        return run_cli({**os.environ, **env}, *args, cwd=ROOT)
 
     return run

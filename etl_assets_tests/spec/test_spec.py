@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from etl_assets.spec import SpecError, load_pipelines, parse_pipeline
+from etl_assets_tests.helpers import run_cli
 
 BASE: dict[str, Any] = {
     "name": "sales",
@@ -145,9 +146,7 @@ def test_shipped_demo_spec_is_valid() -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    return run_cli(os.environ if env is None else env, *args)
 
 
 def test_cli_validate_reports_the_field(tmp_path: Path) -> None:
