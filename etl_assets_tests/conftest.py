@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,23 @@ from etl_assets_tests.stubs import json_api, slack_stub, smtp_stub  # noqa: F401
 # The session's one browser, for e2e/ and api/ alike.
 pytest_plugins = ["etl_assets_tests.browser"]
 
+
+
+# Scratch space in memory where the machine has room for it: Dagster's test instances commit
+# every event to SQLite, and on a disk each commit waits for a sync, about a third of a
+# typical test's time. tmp_path, tempfile and the child processes' TMPDIR all follow it.
+MEMORY_DIR, MEMORY_DIR_MIN_FREE = Path("/dev/shm"), 4 << 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "PYTEST_DEBUG_TEMPROOT" in os.environ or not MEMORY_DIR.is_dir() or not os.access(MEMORY_DIR, os.W_OK):
+        return
+    if shutil.disk_usage(MEMORY_DIR).free < MEMORY_DIR_MIN_FREE:
+        return
+    root = MEMORY_DIR / "etl-assets-tests"
+    root.mkdir(exist_ok=True)
+    tempfile.tempdir = str(root)
+    os.environ["TMPDIR"] = str(root)
 
 
 # What makes a test need long-running services (a Dagster webserver or daemon, a browser,
