@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import os
+import signal
 import subprocess
+import sys
+import time
 import traceback
 import uuid
 from collections.abc import Iterator, Mapping
@@ -207,3 +211,56 @@ def run_cli(env: Mapping[str, str], *args: str, cwd: str | os.PathLike[str] | No
     if result.exc_info is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*result.exc_info))
     return subprocess.CompletedProcess(["etl-assets", *args], result.exit_code, result.stdout, stderr)
+
+
+@contextlib.contextmanager
+def writes_to_table_wait(url: str, table: str) -> Iterator[None]:
+    """Hold `table` in EXCLUSIVE mode: reads pass, a load's first write into it waits. A load can
+    then be killed at a known point, inside its transaction with its rows staged, without
+    racing its commit."""
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(*table.split("."))))
+        yield
+        conn.rollback()
+
+
+def kill_when_it_waits_to_write(url: str, proc: subprocess.Popen, application_name: str) -> None:
+    """SIGKILL `proc` once its session (named `application_name`) waits for a table lock."""
+    deadline = time.monotonic() + 120
+    waiting = 0
+    while time.monotonic() < deadline and proc.poll() is None and not waiting:
+        waiting = query(
+            url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND state = 'active' AND wait_event_type = 'Lock'", (application_name,),
+        )[0][0]
+        if not waiting:
+            time.sleep(0.01)  # a poll interval, not synchronization
+    assert waiting, "the load never reached its first write into the target"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def wait_session_gone(url: str, application_name: str) -> None:
+    """Wait until the server has noticed the dead client and rolled its transaction back."""
+    deadline = time.monotonic() + 60
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    while time.monotonic() < deadline:
+        if not query(url, count, (application_name,))[0][0]:
+            return
+        time.sleep(0.02)  # a poll interval, not synchronization
+    raise AssertionError("the killed load's session never ended")
+
+
+def run_script_here(script: str, *argv: str) -> list[str]:
+    """Run a `python -c` script in this process (its `sys.argv[1:]` = `argv`) and return its
+    stdout lines: the loads around a killed one need no process start of their own."""
+    saved = sys.argv
+    out = io.StringIO()
+    sys.argv = ["-c", *argv]
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(script, "<script>", "exec"), {"__name__": "__main__"})
+    finally:
+        sys.argv = saved
+    return out.getvalue().splitlines()

@@ -6,7 +6,6 @@ import copy
 import datetime as dt
 import html
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -337,9 +336,7 @@ def test_slack_http_500_fails_fast_without_retry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     slack_stub.reply_http(500)
-    started = time.monotonic()
     assert send_slack(slack, "#data", record("failed"), log) is False
-    assert time.monotonic() - started < 5
     assert len(slack_stub.posts) == 1  # slack_sdk's default handlers do not retry a 500
     assert our_messages(caplog) == [
         "Slack alert for demo_sales 2026-11-15 (failed) to #data failed: HTTP 500"
