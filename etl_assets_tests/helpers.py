@@ -225,13 +225,14 @@ def writes_to_table_wait(url: str, table: str) -> Iterator[None]:
 
 
 def kill_when_it_waits_to_write(url: str, proc: subprocess.Popen, application_name: str) -> None:
-    """SIGKILL `proc` once its session (named `application_name`) waits for a table lock."""
+    """SIGKILL `proc` once its session (named `application_name`, in `url`'s database: parallel
+    tests load into their own) waits for a table lock."""
     deadline = time.monotonic() + 120
     waiting = 0
     while time.monotonic() < deadline and proc.poll() is None and not waiting:
         waiting = query(
-            url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND state = 'active' AND wait_event_type = 'Lock'", (application_name,),
+            url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s AND state = 'active' AND wait_event_type = 'Lock'", (application_name,),
         )[0][0]
         if not waiting:
             time.sleep(0.01)  # a poll interval, not synchronization
@@ -244,7 +245,8 @@ def kill_when_it_waits_to_write(url: str, proc: subprocess.Popen, application_na
 def wait_session_gone(url: str, application_name: str) -> None:
     """Wait until the server has noticed the dead client and rolled its transaction back."""
     deadline = time.monotonic() + 60
-    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    count = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+             "AND application_name = %s")
     while time.monotonic() < deadline:
         if not query(url, count, (application_name,))[0][0]:
             return
